@@ -1,0 +1,172 @@
+// phi::config: the typed, validated configuration of phigated.
+//
+// One YAML file (conf/phigate.yaml is the annotated default). Load() turns it
+// into a Config or returns every problem found, each naming the file, the
+// line and the dotted key ("phigate.yaml:42: dicom.plain.port: must be 1-65535").
+// Defaults live in one place: the member initialisers below.
+// Thread-safety: Config is a plain value; copy it or share it const.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "libphi/util/env.h"
+#include "libphi/util/log.h"
+#include "libphi/util/status.h"
+
+namespace phi::config {
+
+// An IPv4 or IPv6 network in CIDR form ("10.0.0.0/8", "::1/128", "127.0.0.1").
+struct Network {
+  std::string text;        // as written, for messages and status output
+  bool v6 = false;
+  uint8_t addr[16] = {};   // network address, v4 in the first 4 bytes
+  uint8_t prefix_len = 0;  // 0..32 or 0..128
+};
+
+enum class TlsProfile : uint8_t { kBcp195, kBcp195Nd, kBcp195Extended };
+
+// The server's TLS material, shared by every TLS listener.
+struct TlsConfig {
+  Path certificate;                // PEM server certificate (chain)
+  Path private_key;                // PEM private key
+  Path ca_bundle;                  // PEM CAs that client certificates must chain to
+  std::vector<Path> crls;          // PEM CRLs; checked for the whole chain when non-empty
+  TlsProfile profile = TlsProfile::kBcp195;
+};
+
+struct Listener {
+  bool enabled = false;
+  std::string bind = "0.0.0.0";
+  uint16_t port = 0;
+  bool require_client_cert = true;  // TLS listeners only
+};
+
+enum class DuplicatePolicy : uint8_t { kKeepFirst, kReplace };
+
+struct StorageConfig {
+  Path root = "/var/lib/phigate";
+  bool require_encrypted_volume = true;
+  DuplicatePolicy duplicate_policy = DuplicatePolicy::kKeepFirst;
+};
+
+// One key-encryption key: from a systemd credential or a key file.
+struct KekConfig {
+  std::string id;             // stable name, bound into every wrapped key's AAD
+  std::string credential;     // name under $CREDENTIALS_DIRECTORY, or empty
+  Path file;                  // key file path (mode 0400, not on the storage volume), or empty
+  int line = 0;               // line in the config file, for later error messages
+};
+
+struct KeysConfig {
+  std::string active;  // id of the KEK new study keys are wrapped under
+  std::vector<KekConfig> keks;
+};
+
+// A DICOM peer allowed to associate.
+struct DicomPeer {
+  std::string ae_title;                      // calling AE title ("*" matches any: dev only)
+  std::vector<Network> networks;             // source networks; empty = any (TLS only)
+  std::string certificate_subject;           // bind the AE to this client cert subject DN
+  uint32_t max_associations = 0;             // 0 = the global per-AE limit
+};
+
+struct DicomConfig {
+  std::string ae_title = "PHIGATE";
+  Listener tls{true, "0.0.0.0", 2762, true};
+  Listener plain{false, "0.0.0.0", 11112, false};
+  uint32_t max_pdu_bytes = 131072;
+  uint32_t max_associations = 32;
+  uint32_t max_associations_per_ae = 8;
+  uint32_t acse_timeout_seconds = 30;
+  uint32_t dimse_timeout_seconds = 60;
+  uint32_t network_timeout_seconds = 60;
+  std::vector<DicomPeer> allowed_peers;
+};
+
+struct Hl7Config {
+  Listener tls{true, "0.0.0.0", 2576, true};
+  Listener plain{false, "0.0.0.0", 2575, false};
+  std::vector<Network> allowed_networks;  // for the plain listener
+  uint64_t max_message_bytes = 16ull * 1024 * 1024;
+  uint32_t max_connections = 64;
+  uint32_t idle_timeout_seconds = 600;
+  uint32_t read_timeout_seconds = 30;
+};
+
+enum class Role : uint8_t { kClinician, kShare, kAdmin, kModality };
+
+// Maps a client certificate to a role: an exact subject DN, or O/OU patterns.
+struct RoleMapping {
+  std::string subject;        // exact DN in RFC 2253 form, or empty
+  std::string organization;   // O= must equal this, when set
+  std::string org_unit;       // OU= must equal this, when set
+  Role role = Role::kClinician;
+};
+
+struct WebConfig {
+  Listener https{true, "0.0.0.0", 8443, true};
+  uint64_t max_body_bytes = 512ull * 1024 * 1024;
+  uint32_t max_header_bytes = 16 * 1024;
+  uint32_t max_connections = 256;
+  uint32_t header_timeout_seconds = 10;
+  uint32_t body_timeout_seconds = 120;
+  uint32_t idle_timeout_seconds = 60;
+  std::vector<RoleMapping> roles;
+};
+
+struct AdminConfig {
+  Path socket = "/run/phigate/admin.sock";
+  std::string group = "phigate-admin";
+};
+
+struct LoggingConfig {
+  log::Level level = log::Level::kInfo;
+  log::Sink sink = log::Sink::kAuto;
+};
+
+struct LifecycleConfig {
+  uint32_t drain_timeout_seconds = 30;
+};
+
+struct AuditConfig {
+  uint32_t retention_years = 6;
+};
+
+struct Config {
+  Path source;  // the file this was loaded from
+  StorageConfig storage;
+  KeysConfig keys;
+  TlsConfig tls;
+  DicomConfig dicom;
+  Hl7Config hl7;
+  WebConfig web;
+  AdminConfig admin;
+  LoggingConfig logging;
+  LifecycleConfig lifecycle;
+  AuditConfig audit;
+};
+
+// One problem found in a config file.
+struct ConfigError {
+  Path file;
+  int line = 0;       // 1-based; 0 when the problem has no single line
+  std::string key;    // dotted path, e.g. "dicom.plain.port"
+  std::string message;
+  std::string ToString() const;  // "file:line: key: message"
+};
+
+// Parses and validates. On failure returns InvalidArgument whose message is every
+// ConfigError's ToString(), one per line; `errors`, when given, receives them.
+Result<Config> Load(const Path& file, Env& env, std::vector<ConfigError>* errors = nullptr);
+
+// The same for YAML text (tests, the embedded dev default); `name` is used in errors.
+Result<Config> LoadFromString(const std::string& yaml, const Path& name, Env& env,
+                              std::vector<ConfigError>* errors = nullptr);
+
+// True when `addr` (textual IPv4/IPv6) is in `net`.
+bool NetworkContains(const Network& net, const std::string& addr);
+
+}  // namespace phi::config
