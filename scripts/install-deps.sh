@@ -8,7 +8,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format
   # libraries
   libdcmtk-dev libboost-dev libboost-system-dev libssl-dev libsqlite3-dev libyaml-cpp-dev
-  libfmt-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev
+  libfmt-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
   # tools the tests drive for real
   dcmtk openssl sqlite3 curl socat python3 python3-hl7 cryptsetup-bin e2fsprogs
   systemd dpkg-dev fakeroot lintian file procps util-linux
