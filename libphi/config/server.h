@@ -2,7 +2,7 @@
 // HTTPS, admin socket): start (bind), reload, stop accepting, drain, report.
 // Implementations live in the edge modules; only daemon/ drives them.
 // Thread-safety: Start/Reload/Stop/Drain are called from the daemon's main
-// thread only; status() may be called from any thread.
+// thread only; Listeners() may be called from any thread.
 #pragma once
 
 #include <cstdint>
@@ -38,7 +38,7 @@ class Server {
   virtual void StopAccepting() = 0;
   // Waits until open connections finish or `deadline`, then closes the rest.
   virtual void Drain(MonotonicTime deadline) = 0;
-  virtual std::vector<ListenerStatus> Status() const = 0;
+  virtual std::vector<ListenerStatus> Listeners() const = 0;
 };
 
 }  // namespace phi
