@@ -1,8 +1,8 @@
 #include "libphi/util/log.h"
 
 #define SD_JOURNAL_SUPPRESS_LOCATION
-#include <systemd/sd-journal.h>
 #include <sys/uio.h>
+#include <systemd/sd-journal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,12 +24,18 @@ std::string* g_capture = nullptr;  // guarded by g_mu
 
 int SyslogPriority(Level l) {
   switch (l) {
-    case Level::kDebug: return 7;
-    case Level::kInfo: return 6;
-    case Level::kNotice: return 5;
-    case Level::kWarning: return 4;
-    case Level::kError: return 3;
-    case Level::kCritical: return 2;
+    case Level::kDebug:
+      return 7;
+    case Level::kInfo:
+      return 6;
+    case Level::kNotice:
+      return 5;
+    case Level::kWarning:
+      return 4;
+    case Level::kError:
+      return 3;
+    case Level::kCritical:
+      return 2;
   }
   return 6;
 }
@@ -83,12 +89,18 @@ bool ParseLevel(std::string_view s, Level* out) {
 
 std::string_view LevelName(Level l) {
   switch (l) {
-    case Level::kDebug: return "debug";
-    case Level::kInfo: return "info";
-    case Level::kNotice: return "notice";
-    case Level::kWarning: return "warning";
-    case Level::kError: return "error";
-    case Level::kCritical: return "critical";
+    case Level::kDebug:
+      return "debug";
+    case Level::kInfo:
+      return "info";
+    case Level::kNotice:
+      return "notice";
+    case Level::kWarning:
+      return "warning";
+    case Level::kError:
+      return "error";
+    case Level::kCritical:
+      return "critical";
   }
   return "info";
 }
@@ -109,8 +121,7 @@ void SetCaptureForTest(std::string* sink) {
   g_capture = sink;
 }
 
-void Write(Level level, Msg msg, std::initializer_list<Field> fields, const char* file,
-           int line) {
+void Write(Level level, Msg msg, std::initializer_list<Field> fields, const char* file, int line) {
   // The readable form: "<level> <message> key=value ...".
   std::string text(LevelName(level));
   text += ' ';

@@ -53,13 +53,13 @@ inline SafeString Safe(std::string_view s) { return SafeString{std::string(s)}; 
 class Value {
  public:
   template <typename T>
-    requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
-  Value(T v) : text_(std::to_string(v)) {}                         // NOLINT
-  Value(bool b) : text_(b ? "true" : "false") {}                   // NOLINT
-  Value(double d) : text_(std::to_string(d)) {}                    // NOLINT
-  Value(const Status& s) : text_(s.ToString()) {}                  // NOLINT
-  Value(SafeString s) : text_(std::move(s.value)) {}               // NOLINT
-  Value(Msg literal) : text_(literal.text) {}                      // NOLINT
+  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>) Value(T v)
+      : text_(std::to_string(v)) {}                   // NOLINT
+  Value(bool b) : text_(b ? "true" : "false") {}      // NOLINT
+  Value(double d) : text_(std::to_string(d)) {}       // NOLINT
+  Value(const Status& s) : text_(s.ToString()) {}     // NOLINT
+  Value(SafeString s) : text_(std::move(s.value)) {}  // NOLINT
+  Value(Msg literal) : text_(literal.text) {}         // NOLINT
   const std::string& text() const { return text_; }
 
  private:
@@ -81,9 +81,9 @@ void SetCaptureForTest(std::string* sink);
 
 }  // namespace phi::log
 
-#define PHI_LOG(level, msg, ...)                                                      \
-  do {                                                                                \
-    if (::phi::log::Enabled(::phi::log::Level::level)) {                               \
+#define PHI_LOG(level, msg, ...)                                                           \
+  do {                                                                                     \
+    if (::phi::log::Enabled(::phi::log::Level::level)) {                                   \
       ::phi::log::Write(::phi::log::Level::level, msg, ##__VA_ARGS__, __FILE__, __LINE__); \
-    }                                                                                 \
+    }                                                                                      \
   } while (0)

@@ -63,8 +63,8 @@ class PosixRandomAccessFile final : public RandomAccessFile {
   Result<size_t> Read(uint64_t offset, std::span<std::byte> out) const override {
     size_t done = 0;
     while (done < out.size()) {
-      ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
-                          static_cast<off_t>(offset + done));
+      ssize_t n =
+          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
       if (n < 0) {
         if (errno == EINTR) continue;
         return PosixError("pread " + path_.string(), errno);

@@ -102,10 +102,10 @@ class [[nodiscard]] Result {
 #define PHI_CONCAT(a, b) PHI_CONCAT_INNER(a, b)
 
 // Returns the Status from the enclosing function if it is not OK.
-#define PHI_RETURN_IF_ERROR(expr)         \
-  do {                                    \
-    ::phi::Status phi_s_ = (expr);        \
-    if (!phi_s_.ok()) return phi_s_;      \
+#define PHI_RETURN_IF_ERROR(expr)    \
+  do {                               \
+    ::phi::Status phi_s_ = (expr);   \
+    if (!phi_s_.ok()) return phi_s_; \
   } while (0)
 
 // PHI_ASSIGN_OR_RETURN(auto x, F()); declares x from a Result or returns its Status.
@@ -117,8 +117,8 @@ class [[nodiscard]] Result {
   lhs = std::move(tmp).value()
 
 // A bug, not a runtime condition: log and abort (Envoy RELEASE_ASSERT).
-#define PHI_CHECK(cond)                                          \
-  do {                                                           \
+#define PHI_CHECK(cond)                                                   \
+  do {                                                                    \
     if (!(cond)) ::phi::internal::CheckFailed(#cond, __FILE__, __LINE__); \
   } while (0)
 

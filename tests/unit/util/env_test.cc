@@ -1,11 +1,10 @@
 #include "libphi/util/env.h"
 
+#include <gtest/gtest.h>
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cstring>
-
-#include <gtest/gtest.h>
 
 #include "tests/support/temp_dir.h"
 

@@ -1,8 +1,8 @@
 #include "libphi/util/status.h"
 
-#include <cerrno>
-
 #include <gtest/gtest.h>
+
+#include <cerrno>
 
 namespace phi {
 namespace {
