@@ -1,6 +1,7 @@
 #include "libphi/util/volume.h"
 
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 #include <system_error>
 #include <vector>

@@ -42,8 +42,8 @@ struct VolumeInfo {
 // it cannot be parsed, NotFound when no mount contains storage_root.
 Result<VolumeInfo> CheckStorageVolume(const Path& storage_root, Env& env);
 
-// Runs CheckStorageVolume on cfg.root and refuses (FailedPrecondition-style
-// PermissionDenied naming the mount and the device) unless the volume is encrypted
+// Runs CheckStorageVolume on cfg.root and refuses (PermissionDenied naming the
+// mount and the device) unless the volume is encrypted
 // or cfg.require_encrypted_volume is false, in which case it logs a WARNING (every
 // start) and returns OK. `info` (optional) receives what was found.
 Status EnforceEncryptedVolume(const config::StorageConfig& cfg, Env& env, VolumeInfo* info);
