@@ -12,12 +12,13 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 
 #include "libphi/util/status.h"
 
 namespace phi::crypto {
 
-inline constexpr size_t kKeyBytes = 32;       // AES-256, HMAC-SHA256 keys
+inline constexpr size_t kKeyBytes = 32;  // AES-256, HMAC-SHA256 keys
 inline constexpr size_t kGcmNonceBytes = 12;
 inline constexpr size_t kGcmTagBytes = 16;
 inline constexpr size_t kSha256Bytes = 32;
@@ -32,7 +33,7 @@ using Digest = std::array<std::byte, kSha256Bytes>;
 class SecretBytes {
  public:
   SecretBytes() = default;
-  explicit SecretBytes(size_t size);  // zero-filled
+  explicit SecretBytes(size_t size);  // zero-filled; aborts (PHI_CHECK) if mmap fails
   static SecretBytes CopyFrom(ByteSpan bytes);
   static Result<SecretBytes> Random(size_t size);  // OpenSSL RAND_bytes (CSPRNG)
   ~SecretBytes();
@@ -52,6 +53,11 @@ class SecretBytes {
   size_t size_ = 0;
   size_t mapped_ = 0;
 };
+
+// How many SecretBytes allocations could not be mlock()ed (RLIMIT_MEMLOCK): they
+// stay usable, unlocked but still no-dump and wiped. The first failure is logged
+// at debug level; this counter is for status output and metrics.
+uint64_t SecretBytesMlockFailures();
 
 // AES-256-GCM with a key schedule set up once; Seal/Open per message.
 // Not thread-safe: use one per thread or stream.
@@ -85,7 +91,8 @@ Result<std::string> OpenBox(ByteSpan key, ByteSpan aad, ByteSpan box);
 
 // RFC 5869 HKDF-SHA256: out.size() bytes derived from ikm, salt and info.
 Status HkdfSha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, MutableByteSpan out);
-Result<SecretBytes> HkdfSha256Key(ByteSpan ikm, std::string_view label);  // 32-byte subkey
+// 32-byte subkey: HKDF-SHA256 with an empty salt and info = label.
+Result<SecretBytes> HkdfSha256Key(ByteSpan ikm, std::string_view label);
 
 // HMAC-SHA256, one-shot and incremental.
 Digest HmacSha256(ByteSpan key, ByteSpan data);
@@ -110,7 +117,10 @@ Status RandomBytes(MutableByteSpan out);  // OpenSSL RAND_bytes
 // Constant-time equality (CRYPTO_memcmp); false when sizes differ.
 bool ConstantTimeEqual(ByteSpan a, ByteSpan b);
 
-std::string ToHex(ByteSpan bytes);
+std::string ToHex(ByteSpan bytes);  // lowercase
+// Decodes exactly out.size()*2 hex digits (either case) into out. InvalidArgument on a
+// wrong length or a non-hex character (the input is never echoed; out is wiped).
+Status FromHex(std::string_view hex, MutableByteSpan out);
 inline ByteSpan AsBytes(std::string_view s) { return std::as_bytes(std::span(s.data(), s.size())); }
 
 }  // namespace phi::crypto
