@@ -1,0 +1,261 @@
+#include "libphi/objects/fs_object_store.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "libphi/util/log.h"
+
+namespace phi::objects {
+namespace {
+
+constexpr std::string_view kPhgSuffix = ".phg";
+constexpr std::string_view kTmpSuffix = ".tmp";
+
+bool IsHexPrefix(std::string_view s) {
+  return s.size() == 2 && std::all_of(s.begin(), s.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+}  // namespace
+
+// The writer of FsObjectStore: encoder over tmp/<id>.tmp, then the durable
+// publish sequence in Finish().
+class FsObjectWriter final : public ObjectWriter {
+ public:
+  FsObjectWriter(FsObjectStore& store, std::string id, WritableFilePtr file)
+      : store_(store), id_(std::move(id)), file_(std::move(file)) {}
+  ~FsObjectWriter() override { Abort(); }
+  FsObjectWriter(const FsObjectWriter&) = delete;
+  FsObjectWriter& operator=(const FsObjectWriter&) = delete;
+
+  Status Init(const phg::Header& header, crypto::AesGcm& aead) {
+    auto enc = PhgEncoder::Create(header, *file_, aead);
+    if (!enc.ok()) return Fail(enc.status());
+    encoder_ = std::move(enc).value();
+    return Status::Ok();
+  }
+
+  const std::string& object_id() const override { return id_; }
+
+  Status Append(std::span<const std::byte> data) override {
+    if (!error_.ok()) return error_;
+    if (done_) return Status::Internal("objects: Append after Finish/Abort");
+    Status s = encoder_->Append(data);
+    if (!s.ok()) return Fail(s);
+    return Status::Ok();
+  }
+
+  Result<ObjectInfo> Finish() override {
+    if (!error_.ok()) return error_;
+    if (done_) return Status::Internal("objects: Finish after Finish/Abort");
+    PHI_RETURN_IF_ERROR(Fail(store_.BackgroundError()));
+    PHI_RETURN_IF_ERROR(Fail(encoder_->Finish()));
+    ObjectInfo info{id_, encoder_->plaintext_size(), encoder_->stored_size()};
+    encoder_.reset();  // wipes its buffer
+    if (Status s = file_->Sync(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
+    if (Status s = file_->Close(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
+    PHI_RETURN_IF_ERROR(Fail(store_.EnsureFanoutDir(id_)));
+    PHI_RETURN_IF_ERROR(Fail(store_.BackgroundError()));
+    const Path final_path = store_.ObjectPath(id_);
+    if (Status s = store_.env_.RenameFile(store_.TmpPath(id_), final_path); !s.ok()) {
+      return Fail(store_.RecordBackgroundError(s));
+    }
+    renamed_ = true;
+    if (Status s = store_.dir_syncer_.Sync(final_path.parent_path()); !s.ok()) {
+      return Fail(store_.RecordBackgroundError(s));
+    }
+    done_ = true;
+    file_.reset();
+    store_.EndWrite(id_);
+    return info;
+  }
+
+  void Abort() override {
+    if (done_) return;
+    done_ = true;
+    encoder_.reset();
+    if (file_ != nullptr) {
+      (void)file_->Close();
+      file_.reset();
+    }
+    // Best effort: what cannot be removed now, CleanTmp() or the start-up
+    // reconciliation (objects without a catalog row) removes later.
+    if (renamed_) {
+      (void)store_.env_.RemoveFile(store_.ObjectPath(id_));
+    } else {
+      (void)store_.env_.RemoveFile(store_.TmpPath(id_));
+    }
+    store_.EndWrite(id_);
+  }
+
+ private:
+  // Fails the writer with `s` (if not OK) and aborts it; returns `s`.
+  Status Fail(Status s) {
+    if (s.ok()) return s;
+    if (error_.ok()) error_ = s;
+    Abort();
+    return s;
+  }
+
+  FsObjectStore& store_;
+  const std::string id_;
+  WritableFilePtr file_;
+  std::unique_ptr<PhgEncoder> encoder_;
+  Status error_;
+  bool done_ = false;
+  bool renamed_ = false;
+};
+
+Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env& env,
+                                                           FsObjectStoreOptions options) {
+  PHI_RETURN_IF_ERROR(phg::ValidateSegmentSize(options.segment_size));
+  std::unique_ptr<FsObjectStore> store(new FsObjectStore(root, env, options));
+  PHI_RETURN_IF_ERROR(env.CreateDirs(store->objects_dir_));
+  PHI_RETURN_IF_ERROR(env.CreateDirs(store->tmp_dir_));
+  PHI_RETURN_IF_ERROR(env.SyncDir(root));
+  return store;
+}
+
+FsObjectStore::FsObjectStore(const Path& root, Env& env, FsObjectStoreOptions options)
+    : root_(root),
+      objects_dir_(root / "objects"),
+      tmp_dir_(root / "tmp"),
+      env_(env),
+      options_(options),
+      dir_syncer_(env) {}
+
+Path FsObjectStore::ObjectPath(std::string_view id) const {
+  return objects_dir_ / std::string(id.substr(0, 2)) / std::string(id.substr(2, 2)) /
+         (std::string(id) + std::string(kPhgSuffix));
+}
+
+Path FsObjectStore::TmpPath(std::string_view id) const {
+  return tmp_dir_ / (std::string(id) + std::string(kTmpSuffix));
+}
+
+Status FsObjectStore::BackgroundError() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return bg_error_;
+}
+
+Status FsObjectStore::RecordBackgroundError(const Status& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (bg_error_.ok() && !s.ok()) {
+    bg_error_ = s;
+    PHI_LOG(kError, "object store: durability failure, refusing writes until reopened",
+            {{"status", s}});
+  }
+  return s;
+}
+
+void FsObjectStore::EndWrite(const std::string& object_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  in_flight_.erase(object_id);
+}
+
+Status FsObjectStore::EnsureFanoutDir(std::string_view id) {
+  const Path ab = objects_dir_ / std::string(id.substr(0, 2));
+  const Path cd = ab / std::string(id.substr(2, 2));
+  std::lock_guard<std::mutex> lock(dirs_mu_);
+  if (durable_dirs_.count(cd) != 0) return Status::Ok();
+  // Directories found on disk are fsync'd once per process too: a previous
+  // process may have created them and died before syncing their parent.
+  PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
+  if (durable_dirs_.count(ab) == 0) {
+    if (Status s = env_.SyncDir(objects_dir_); !s.ok()) return RecordBackgroundError(s);
+    durable_dirs_.insert(ab);
+  }
+  if (Status s = env_.SyncDir(ab); !s.ok()) return RecordBackgroundError(s);
+  durable_dirs_.insert(cd);
+  return Status::Ok();
+}
+
+Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, crypto::AesGcm& aead) {
+  PHI_RETURN_IF_ERROR(BackgroundError());
+  phg::Header header;
+  header.segment_size = options_.segment_size;
+  header.study_key_id = study_key_id;
+  PHI_RETURN_IF_ERROR(env_.RandomBytes(header.object_id));
+  // The nonce comes from OpenSSL's CSPRNG: its uniqueness under a study key
+  // is what GCM's security rests on.
+  PHI_RETURN_IF_ERROR(crypto::RandomBytes(header.base_nonce));
+  std::string id = phg::IdToHex(header.object_id);
+  PHI_ASSIGN_OR_RETURN(WritableFilePtr file, env_.NewWritableFile(TmpPath(id)));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_.insert(id);
+  }
+  auto writer = std::make_unique<FsObjectWriter>(*this, id, std::move(file));
+  PHI_RETURN_IF_ERROR(writer->Init(header, aead));
+  return ObjectWriterPtr(std::move(writer));
+}
+
+Result<ObjectReaderPtr> FsObjectStore::Open(std::string_view object_id,
+                                            const KeyId& expected_key_id, crypto::AesGcm& aead) {
+  PHI_ASSIGN_OR_RETURN(ObjectId id, phg::ParseId(object_id));
+  const Path p = ObjectPath(object_id);
+  if (!env_.FileExists(p)) return Status::NotFound("object " + std::string(object_id));
+  PHI_ASSIGN_OR_RETURN(RandomAccessFilePtr file, env_.NewRandomAccessFile(p));
+  return ObjectReader::Open(std::move(file), expected_key_id, aead, id);
+}
+
+Status FsObjectStore::Remove(std::string_view object_id) {
+  PHI_RETURN_IF_ERROR(phg::ParseId(object_id).status());
+  const Path p = ObjectPath(object_id);
+  if (!env_.FileExists(p)) return Status::NotFound("object " + std::string(object_id));
+  PHI_RETURN_IF_ERROR(env_.RemoveFile(p));
+  if (Status s = dir_syncer_.Sync(p.parent_path()); !s.ok()) return RecordBackgroundError(s);
+  return Status::Ok();
+}
+
+Result<std::vector<std::string>> FsObjectStore::ListObjectIds() {
+  std::vector<std::string> ids;
+  PHI_ASSIGN_OR_RETURN(std::vector<std::string> abs, env_.ListDir(objects_dir_));
+  std::sort(abs.begin(), abs.end());
+  for (const std::string& ab : abs) {
+    if (!IsHexPrefix(ab)) continue;
+    PHI_ASSIGN_OR_RETURN(std::vector<std::string> cds, env_.ListDir(objects_dir_ / ab));
+    std::sort(cds.begin(), cds.end());
+    for (const std::string& cd : cds) {
+      if (!IsHexPrefix(cd)) continue;
+      PHI_ASSIGN_OR_RETURN(std::vector<std::string> names, env_.ListDir(objects_dir_ / ab / cd));
+      std::sort(names.begin(), names.end());
+      for (const std::string& name : names) {
+        if (name.size() != 2 * kIdBytes + kPhgSuffix.size() || !name.ends_with(kPhgSuffix)) {
+          continue;
+        }
+        std::string id = name.substr(0, 2 * kIdBytes);
+        if (!phg::ParseId(id).ok() || id.compare(0, 2, ab) != 0 || id.compare(2, 2, cd) != 0) {
+          continue;
+        }
+        ids.push_back(std::move(id));
+      }
+    }
+  }
+  return ids;
+}
+
+Result<size_t> FsObjectStore::CleanTmp() {
+  // With a durability failure recorded the state of tmp/ is unknown: leave it.
+  PHI_RETURN_IF_ERROR(BackgroundError());
+  PHI_ASSIGN_OR_RETURN(std::vector<std::string> names, env_.ListDir(tmp_dir_));
+  size_t removed = 0;
+  for (const std::string& name : names) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (name.ends_with(kTmpSuffix) &&
+          in_flight_.count(name.substr(0, name.size() - kTmpSuffix.size())) != 0) {
+        continue;
+      }
+    }
+    PHI_RETURN_IF_ERROR(env_.RemoveFile(tmp_dir_ / name));
+    ++removed;
+  }
+  if (removed > 0) {
+    if (Status s = env_.SyncDir(tmp_dir_); !s.ok()) return RecordBackgroundError(s);
+  }
+  return removed;
+}
+
+}  // namespace phi::objects

@@ -1,0 +1,86 @@
+// FsObjectStore: the ObjectStore on a local filesystem (the LUKS2 volume).
+//
+//   <root>/objects/ab/cd/<id>.phg   ab, cd = first four hex chars of <id>
+//   <root>/tmp/<id>.tmp             in-flight writes (same filesystem)
+//
+// Durable write path (DESIGN "Durability"): segments go to tmp/<id>.tmp,
+// which is fsync'd and closed, renamed into objects/ab/cd/, and that
+// directory is fsync'd (fan-out directories are created on demand and their
+// parent fsync'd). Directory fsyncs of concurrent Finish() calls are shared
+// (DirSyncer). Every OS access goes through Env.
+//
+// Sticky failure (LevelDB RecordBackgroundError): after any failed fsync,
+// rename or directory fsync, the store refuses new writes and Finish(),
+// returning that first error, until it is reopened: a failed fsync cannot be
+// safely retried. Reads, Remove and listing keep working.
+//
+// Thread-safety: thread-safe. mu_ guards bg_error_ and in_flight_; dirs_mu_
+// guards durable_dirs_ and serialises fan-out directory creation.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "libphi/objects/dir_syncer.h"
+#include "libphi/objects/object_store.h"
+#include "libphi/util/env.h"
+
+namespace phi::objects {
+
+struct FsObjectStoreOptions {
+  uint32_t segment_size = phg::kDefaultSegmentSize;  // validated by Open
+};
+
+class FsObjectStore final : public ObjectStore {
+ public:
+  // Creates root/objects and root/tmp if missing. Does not clean tmp/
+  // (call CleanTmp() during recovery).
+  static Result<std::unique_ptr<FsObjectStore>> Open(const Path& root, Env& env,
+                                                     FsObjectStoreOptions options = {});
+  ~FsObjectStore() override = default;
+  FsObjectStore(const FsObjectStore&) = delete;
+  FsObjectStore& operator=(const FsObjectStore&) = delete;
+
+  Result<ObjectWriterPtr> NewObject(const KeyId& study_key_id, crypto::AesGcm& aead) override;
+  Result<ObjectReaderPtr> Open(std::string_view object_id, const KeyId& expected_key_id,
+                               crypto::AesGcm& aead) override;
+  Status Remove(std::string_view object_id) override;
+  Result<std::vector<std::string>> ListObjectIds() override;
+  Result<size_t> CleanTmp() override;
+  Status BackgroundError() override;
+
+  const Path& root() const { return root_; }
+  // root/objects/ab/cd/<id>.phg; REQUIRES: a valid id.
+  Path ObjectPath(std::string_view object_id) const;
+  Path TmpPath(std::string_view object_id) const;
+
+ private:
+  friend class FsObjectWriter;
+  FsObjectStore(const Path& root, Env& env, FsObjectStoreOptions options);
+
+  // Records the first durability failure; returns `s`.
+  Status RecordBackgroundError(const Status& s);
+  // Creates objects/ab and objects/ab/cd if missing, fsyncing each parent
+  // whose entries changed.
+  Status EnsureFanoutDir(std::string_view object_id);
+  void EndWrite(const std::string& object_id);
+
+  const Path root_;
+  const Path objects_dir_;
+  const Path tmp_dir_;
+  Env& env_;
+  const FsObjectStoreOptions options_;
+  DirSyncer dir_syncer_;
+
+  std::mutex dirs_mu_;
+  std::set<Path> durable_dirs_;  // guarded by dirs_mu_: fan-out dirs fsync'd by this process
+
+  std::mutex mu_;
+  Status bg_error_;                  // guarded by mu_
+  std::set<std::string> in_flight_;  // guarded by mu_: ids with a live writer
+};
+
+}  // namespace phi::objects
