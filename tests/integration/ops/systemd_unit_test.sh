@@ -70,6 +70,11 @@ expect AmbientCapabilities ""
 expect UMask 0077
 expect ProcSubset pid
 expect RestrictAddressFamilies "AF_UNIX AF_INET AF_INET6"
+# @privileged is denied except the chown family the admin socket needs.
+filters="$(grep -E '^SystemCallFilter=' "$unit" | cut -d= -f2-)"
+[ "$filters" = "$(printf '%s\n' '@system-service' '~@privileged @resources' 'chown fchown fchownat')" ] \
+  && echo "ok: SystemCallFilter= @system-service minus @privileged/@resources, plus chown family only" \
+  || fail "unexpected SystemCallFilter= lines: $filters"
 grep -q '^StateDirectory=' "$unit" && fail "StateDirectory= must not be used (the mount is /var/lib/phigate)"
 grep -q '^IPAddressDeny=' "$unit" && fail "IPAddressDeny= set on a network daemon"
 grep -q '^LoadCredential=' "$unit" && fail "plain LoadCredential= must only be a documented fallback"
@@ -86,7 +91,10 @@ must_pass = ["NoNewPrivileges=", "PrivateDevices=", "PrivateTmp=", "ProtectHome=
              "RestrictSUIDSGID=", "RestrictRealtime=", "ProtectKernelTunables=",
              "ProtectKernelModules=", "ProtectKernelLogs=", "ProtectClock=",
              "ProtectControlGroups=", "ProtectHostname=", "KeyringMode=", "Delegate=",
-             "SystemCallFilter=~@privileged", "SystemCallFilter=~@resources",
+             "SystemCallFilter=~@resources", "SystemCallFilter=~@mount",
+             "SystemCallFilter=~@module", "SystemCallFilter=~@reboot", "SystemCallFilter=~@swap",
+             "SystemCallFilter=~@raw-io", "SystemCallFilter=~@clock", "SystemCallFilter=~@debug",
+             "SystemCallFilter=~@cpu-emulation", "SystemCallFilter=~@obsolete",
              "RestrictAddressFamilies=~AF_PACKET", "RestrictNamespaces=~user",
              "CapabilityBoundingSet=~CAP_SYS_ADMIN", "UMask="]
 bad = [n for n in must_pass if n in items and float(items[n].get("exposure") or 0) > 0]
