@@ -1,12 +1,520 @@
-// phigated: composition root (placeholder until the foundation lands).
+// phigated: the composition root (STYLE.md "Composition root").
+//
+// Owns the process lifecycle: options, config, signals (blocked in every thread,
+// handled here on the main thread with sigtimedwait), sd_notify READY/STATUS/
+// WATCHDOG/RELOADING/STOPPING, the storage-root checks, and the construction and
+// destruction order of every component. Only this file knows concrete types.
+// Thread-safety: main thread only, except the admin "status" handler, which reads
+// the shared DaemonState under its mutex.
+#include <grp.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <array>
+#include <chrono>
 #include <cstdio>
-#include <cstring>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "libphi/admin/admin_server.h"
+#include "libphi/config/config.h"
+#include "libphi/config/server.h"
+#include "libphi/util/env.h"
+#include "libphi/util/log.h"
+#include "libphi/util/status.h"
+#include "libphi/util/volume.h"
+#if PHI_HAVE_CONFIG_LOADER
+#include "libphi/config/dev_config.h"
+#endif
+#if PHI_HAVE_TLS
+#include "libphi/tls/tls_context_provider.h"
+#endif
+
+#ifndef PHI_VERSION
+#define PHI_VERSION "0.0.0"
+#endif
+
+namespace phi::daemon {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+constexpr size_t kKekBytes = 32;
+
+struct Options {
+  std::string config = "/etc/phigate/phigate.yaml";
+  std::string check_config;
+  std::string print_dev_config;
+  std::string log_level;
+};
+
+// What the admin "status" command reports; written by the main thread, read by
+// admin connection threads.
+struct DaemonState {
+  std::mutex mu;
+  config::Config cfg;                        // GUARDED_BY(mu)
+  VolumeInfo volume;                         // GUARDED_BY(mu)
+  std::vector<std::string> warnings;         // GUARDED_BY(mu)
+  log::Level log_level = log::Level::kInfo;  // GUARDED_BY(mu)
+  Path config_file;
+  MonotonicTime started;
+  std::vector<Server*> servers;  // set before the admin socket starts; immutable after
+};
+
+// One clear line on stderr (and the journal when we run under systemd).
+void Fatal(std::string_view what) {
+  std::fprintf(stderr, "phigated: %.*s\n", static_cast<int>(what.size()), what.data());
+  if (std::getenv("JOURNAL_STREAM") != nullptr) {
+    PHI_LOG(kCritical, "startup failed", {{"reason", log::Safe(what)}});
+  }
+}
+
+#if PHI_HAVE_CONFIG_LOADER
+std::string ErrorText(const config::ConfigError& e) { return e.ToString(); }
+Result<config::Config> LoadConfig(const Path& file, Env& env,
+                                  std::vector<config::ConfigError>* errors) {
+  return config::Load(file, env, errors);
+}
+#else
+std::string ErrorText(const config::ConfigError& e) { return e.message; }
+Result<config::Config> LoadConfig(const Path& file, Env&, std::vector<config::ConfigError>*) {
+  return Status::Unavailable("the config loader is not built in (" + file.string() + ")");
+}
+#endif
+
+// KEK readability (the vault, when it lands, will own reading them for real).
+Status CheckKeks(const config::KeysConfig& keys, Env& env) {
+  for (const auto& kek : keys.keks) {
+    Path p = kek.file;
+    if (!kek.credential.empty()) {
+      const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
+      if (dir == nullptr || *dir == '\0') {
+        return Status::NotFound("KEK '" + kek.id + "': credential '" + kek.credential +
+                                "' but $CREDENTIALS_DIRECTORY is not set (not under systemd "
+                                "LoadCredentialEncrypted=?)");
+      }
+      p = Path(dir) / kek.credential;
+    }
+    auto bytes = env.ReadSmallFile(p, 4096);
+    if (!bytes.ok()) return bytes.status().WithContext("KEK '" + kek.id + "'");
+    size_t n = bytes->size();
+    ::explicit_bzero(bytes->data(), bytes->size());
+    if (n != kKekBytes) {
+      return Status::InvalidArgument("KEK '" + kek.id + "' (" + p.string() + ") is " +
+                                     std::to_string(n) + " bytes; a KEK is exactly 32 bytes");
+    }
+  }
+  return Status::Ok();
+}
+
+// TLS material of every enabled TLS listener loads (certificate, key, CA, CRLs).
+Status CheckTls(const config::Config& cfg, Env& env) {
+#if PHI_HAVE_TLS
+  bool any = cfg.dicom.tls.enabled || cfg.hl7.tls.enabled || cfg.web.https.enabled;
+  if (!any) return Status::Ok();
+  auto ctx = tls::BuildServerContext(cfg.tls, /*require_client_cert=*/true, env);
+  if (!ctx.ok()) return ctx.status().WithContext("tls");
+#else
+  (void)cfg;
+  (void)env;
+#endif
+  return Status::Ok();
+}
+
+int CheckConfig(const Path& file, Env& env) {
+  std::vector<config::ConfigError> errors;
+  auto cfg = LoadConfig(file, env, &errors);
+  if (!cfg.ok()) {
+    if (errors.empty()) {
+      std::fprintf(stderr, "%s\n", cfg.status().ToString().c_str());
+    }
+    for (const auto& e : errors) std::fprintf(stderr, "%s\n", ErrorText(e).c_str());
+    return kExitFailure;
+  }
+  bool ok = true;
+  for (Status s : {CheckTls(*cfg, env), CheckKeks(cfg->keys, env)}) {
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s: %s\n", file.c_str(), s.ToString().c_str());
+      ok = false;
+    }
+  }
+  if (!ok) return kExitFailure;
+  std::printf("configuration OK\n");
+  return kExitOk;
+}
+
+// The storage root exists, is a directory on an acceptable volume, is writable by
+// us, and has tmp/ and objects/ (mode 0700).
+Status PrepareStorage(const config::StorageConfig& st, Env& env, VolumeInfo* volume) {
+  struct stat sb;
+  if (::stat(st.root.c_str(), &sb) != 0) {
+    return PosixError("storage root " + st.root.string(), errno);
+  }
+  if (!S_ISDIR(sb.st_mode)) {
+    return Status::InvalidArgument("storage root " + st.root.string() + " is not a directory");
+  }
+  PHI_RETURN_IF_ERROR(EnforceEncryptedVolume(st, env, volume));
+
+  // A real write, not access(2): catches read-only mounts and full quotas too.
+  std::array<std::byte, 8> rnd;
+  PHI_RETURN_IF_ERROR(env.RandomBytes(rnd));
+  char name[64];
+  std::snprintf(name, sizeof name, ".write-probe-%02x%02x%02x%02x", static_cast<int>(rnd[0]),
+                static_cast<int>(rnd[1]), static_cast<int>(rnd[2]), static_cast<int>(rnd[3]));
+  Path probe = st.root / name;
+  {
+    auto f = env.NewWritableFile(probe);
+    if (!f.ok()) {
+      return f.status().WithContext("storage root " + st.root.string() +
+                                    " is not writable by uid " + std::to_string(::geteuid()));
+    }
+    Status s = (*f)->Sync();
+    Status c = (*f)->Close();
+    (void)env.RemoveFile(probe);
+    PHI_RETURN_IF_ERROR(s.WithContext("storage root " + st.root.string() + " cannot be synced"));
+    PHI_RETURN_IF_ERROR(c);
+  }
+  for (const char* sub : {"tmp", "objects"}) {
+    Path d = st.root / sub;
+    PHI_RETURN_IF_ERROR(env.CreateDirs(d));
+    if (::chmod(d.c_str(), 0700) != 0) return PosixError("chmod 0700 " + d.string(), errno);
+  }
+  return Status::Ok();
+}
+
+std::string PortOf(const std::string& address) {
+  size_t c = address.rfind(':');
+  return c == std::string::npos ? address : address.substr(c + 1);
+}
+
+std::string StatusLine(const std::vector<Server*>& servers, const VolumeInfo& v) {
+  std::string s = "listening:";
+  for (Server* srv : servers) {
+    for (const auto& l : srv->Listeners()) {
+      if (l.state != "listening" || l.name == "admin") continue;
+      s += " " + l.name + ":" + PortOf(l.address);
+    }
+  }
+  s += "; storage encrypted=";
+  s += v.encrypted ? "yes" : "no";
+  return s;
+}
+
+void Notify(const std::string& msg) {
+  if (sd_notify(0, msg.c_str()) < 0) {
+    PHI_LOG(kWarning, "sd_notify failed");
+  }
+}
+
+// Audit hook for config reloads. The audit trail (libphi/audit) will record
+// every reload attempt here: outcome, actor "SIGHUP", config file.
+// TODO(audit): append a "config.reload" record once the catalog and audit log are
+// wired into the composition root.
+void AuditConfigReload(bool ok, const Path& file) {
+  PHI_LOG(kNotice, "config reload audited (audit trail not wired yet)",
+          {{"outcome", ok}, {"config", log::Safe(file.string())}});
+}
+
+json StatusJson(DaemonState& state, Env& env) {
+  json listeners = json::array();
+  for (Server* srv : state.servers) {
+    for (const auto& l : srv->Listeners()) {
+      listeners.push_back({{"name", l.name},
+                           {"address", l.address},
+                           {"tls", l.tls},
+                           {"state", l.state},
+                           {"open_connections", l.open_connections},
+                           {"accepted_total", l.accepted_total},
+                           {"refused_total", l.refused_total}});
+    }
+  }
+  std::lock_guard<std::mutex> lock(state.mu);
+  const auto& v = state.volume;
+  json disk = nullptr;
+  if (auto d = env.GetDiskSpace(state.cfg.storage.root); d.ok()) {
+    disk = {{"total_bytes", d->total_bytes}, {"available_bytes", d->available_bytes}};
+  }
+  auto uptime =
+      std::chrono::duration_cast<std::chrono::seconds>(env.Monotonic() - state.started).count();
+  return json{
+      {"version", PHI_VERSION},
+      {"pid", ::getpid()},
+      {"uptime_seconds", uptime},
+      {"config_file", state.config_file.string()},
+      {"listeners", listeners},
+      {"storage",
+       {{"root", state.cfg.storage.root.string()},
+        {"volume",
+         {{"encrypted", v.encrypted},
+          {"required", state.cfg.storage.require_encrypted_volume},
+          {"device", v.source},
+          {"mount_point", v.mount_point.string()},
+          {"fs_type", v.fs_type},
+          {"dm_name", v.dm_name},
+          {"dm_uuid_prefix", v.DmUuidPrefix()}}},
+        {"disk", disk}}},
+      // TODO(catalog): fill from the catalog once it is opened in Run().
+      {"counts", {{"studies", 0}, {"instances", 0}}},
+      {"log_level", std::string(log::LevelName(state.log_level))},
+      {"warnings", state.warnings},
+  };
+}
+
+std::vector<std::string> Warnings(const config::Config& cfg, const VolumeInfo& v) {
+  std::vector<std::string> w;
+  if (!v.encrypted) {
+    w.push_back(cfg.storage.require_encrypted_volume
+                    ? "storage volume is not encrypted"
+                    : "storage volume is not encrypted (storage.require_encrypted_volume: false)");
+  }
+  return w;
+}
+
+int Run(const Options& opts, sigset_t sigs) {
+  Env& env = Env::Default();
+  log::Level cli_level = log::Level::kInfo;
+  bool have_cli_level = !opts.log_level.empty();
+  if (have_cli_level && !log::ParseLevel(opts.log_level, &cli_level)) {
+    std::fprintf(stderr, "phigated: --log-level: unknown level '%s'\n", opts.log_level.c_str());
+    return kExitUsage;
+  }
+  log::Init(log::Sink::kAuto, have_cli_level ? cli_level : log::Level::kInfo);
+
+  // 1. Config.
+  const Path config_file = opts.config;
+  std::vector<config::ConfigError> errors;
+  auto loaded = LoadConfig(config_file, env, &errors);
+  if (!loaded.ok()) {
+    if (errors.empty()) Fatal(loaded.status().ToString());
+    for (const auto& e : errors) Fatal(ErrorText(e));
+    return kExitFailure;
+  }
+  config::Config cfg = std::move(loaded).value();
+  log::Level level = have_cli_level ? cli_level : cfg.logging.level;
+  log::Init(cfg.logging.sink, level);
+  PHI_LOG(kInfo, "phigated starting",
+          {{"version", log::Safe(PHI_VERSION)}, {"config", log::Safe(config_file.string())}});
+
+  // 2. Credentials and TLS material (the vault and the TLS providers, when they land).
+  // TODO(vault): vault::KeyVault::Open(cfg.keys, env) replaces CheckKeks.
+  if (Status s = CheckKeks(cfg.keys, env); !s.ok()) {
+    Fatal(s.ToString());
+    return kExitFailure;
+  }
+  if (Status s = CheckTls(cfg, env); !s.ok()) {
+    Fatal(s.ToString());
+    return kExitFailure;
+  }
+
+  // 3. Storage: volume check, then the root itself.
+  DaemonState state;
+  state.config_file = config_file;
+  state.started = env.Monotonic();
+  VolumeInfo volume;
+  if (Status s = PrepareStorage(cfg.storage, env, &volume); !s.ok()) {
+    Fatal(s.ToString());
+    return kExitFailure;
+  }
+  // TODO(index, objects): open the catalog and the object store here, in this order:
+  //   catalog = index::SqliteCatalog::Open(cfg.storage, env);
+  //   objects = objects::FsObjectStore::Open(cfg.storage.root, env);
+  //   audit   = audit::AuditLog(*catalog, vault->AuditKey());
+  //   Recover(*catalog, *objects);  // orphans in tmp/, objects without a catalog row
+  // then the services (ingest, query, retrieve, ...), then the edges below.
+
+  {
+    std::lock_guard<std::mutex> lock(state.mu);
+    state.cfg = cfg;
+    state.volume = volume;
+    state.warnings = Warnings(cfg, volume);
+    state.log_level = level;
+  }
+
+  // 4. Edges. TODO(dicom, hl7, web): construct each front here as it lands and push
+  // it onto `servers` before the admin server.
+  std::vector<std::unique_ptr<Server>> servers;
+
+  auto admin = admin::AdminServer::Create(cfg.admin, env);
+  if (!admin.ok()) {
+    Fatal(admin.status().ToString());
+    return kExitFailure;
+  }
+  admin::AdminServer* admin_server = admin->get();
+  servers.push_back(std::move(admin).value());
+  for (auto& s : servers) state.servers.push_back(s.get());
+  admin_server->Register("status", admin::kReadOnly,
+                         [&state, &env](const json&, const admin::PeerCred&) -> Result<json> {
+                           return StatusJson(state, env);
+                         });
+
+  auto stop_all = [&](MonotonicTime deadline) {
+    for (auto& s : servers) s->StopAccepting();
+    for (auto& s : servers) s->Drain(deadline);
+  };
+  for (auto& s : servers) {
+    if (Status st = s->Start(); !st.ok()) {
+      Fatal(st.ToString());
+      stop_all(env.Monotonic());
+      return kExitFailure;
+    }
+  }
+
+  for (const auto& w : state.warnings) {
+    PHI_LOG(kWarning, "running with a warning", {{"warning", log::Safe(w)}});
+  }
+  std::string status_line = StatusLine(state.servers, volume);
+  Notify("READY=1\nSTATUS=" + status_line);
+  PHI_LOG(kNotice, "phigated ready", {{"status", log::Safe(status_line)}});
+
+  // 5. Signals, on this thread only.
+  uint64_t watchdog_usec = 0;
+  bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0 && watchdog_usec > 0;
+  const auto wait = watchdog ? std::chrono::microseconds(watchdog_usec / 2)
+                             : std::chrono::microseconds(std::chrono::seconds(60));
+  if (watchdog) Notify("WATCHDOG=1");
+  while (true) {
+    timespec ts{static_cast<time_t>(wait.count() / 1000000),
+                static_cast<long>((wait.count() % 1000000) * 1000)};
+    siginfo_t info;
+    int sig = ::sigtimedwait(&sigs, &info, &ts);
+    if (sig < 0) {
+      if (errno == EAGAIN || errno == EINTR) {
+        if (watchdog) Notify("WATCHDOG=1");
+        continue;
+      }
+      Fatal(PosixError("sigtimedwait", errno).ToString());
+      break;
+    }
+    if (watchdog) Notify("WATCHDOG=1");
+    if (sig == SIGHUP) {
+      Notify("RELOADING=1");
+      PHI_LOG(kNotice, "SIGHUP: reloading the configuration",
+              {{"config", log::Safe(config_file.string())}});
+      std::vector<config::ConfigError> errs;
+      auto next = LoadConfig(config_file, env, &errs);
+      if (!next.ok()) {
+        for (const auto& e : errs) {
+          PHI_LOG(kError, "config reload rejected; keeping the running configuration",
+                  {{"error", log::Safe(ErrorText(e))}});
+        }
+        if (errs.empty()) {
+          PHI_LOG(kError, "config reload rejected; keeping the running configuration",
+                  {{"status", next.status()}});
+        }
+        AuditConfigReload(false, config_file);
+      } else {
+        bool all_ok = true;
+        for (auto& s : servers) {
+          if (Status st = s->Reload(*next); !st.ok()) {
+            all_ok = false;
+            PHI_LOG(kError, "reload failed for a listener; it keeps its old settings",
+                    {{"status", st}});
+          }
+        }
+        log::Level new_level = have_cli_level ? cli_level : next->logging.level;
+        log::SetLevel(new_level);
+        {
+          std::lock_guard<std::mutex> lock(state.mu);
+          state.cfg = *next;
+          state.log_level = new_level;
+          // The volume is only checked at start: storage.* changes need a restart.
+          state.cfg.storage = cfg.storage;
+        }
+        if (next->storage.root != cfg.storage.root ||
+            next->storage.require_encrypted_volume != cfg.storage.require_encrypted_volume) {
+          PHI_LOG(kWarning, "storage.* changes take effect at the next restart");
+        }
+        PHI_LOG(kNotice, "configuration reloaded", {{"all_listeners_ok", all_ok}});
+        AuditConfigReload(true, config_file);
+      }
+      status_line = StatusLine(state.servers, volume);
+      Notify("READY=1\nSTATUS=" + status_line);
+      continue;
+    }
+    // SIGTERM / SIGINT: drain and exit.
+    PHI_LOG(kNotice, "stopping", {{"signal", sig}});
+    Notify("STOPPING=1\nSTATUS=draining");
+    uint32_t drain_s;
+    {
+      std::lock_guard<std::mutex> lock(state.mu);
+      drain_s = state.cfg.lifecycle.drain_timeout_seconds;
+    }
+    stop_all(env.Monotonic() + std::chrono::seconds(drain_s));
+    break;
+  }
+  // Destroy in reverse order of construction.
+  while (!servers.empty()) servers.pop_back();
+  PHI_LOG(kNotice, "phigated stopped");
+  return kExitOk;
+}
+
+}  // namespace
+}  // namespace phi::daemon
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--version") == 0) {
-    std::printf("phigated 0.1.0\n");
-    return 0;
+  using namespace phi::daemon;
+  // Before any thread exists: every thread inherits this mask, so only the main
+  // thread's sigtimedwait ever sees these signals.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  try {
+    Options opts;
+    CLI::App app{"phigated: on-premise PACS gateway daemon"};
+    app.set_version_flag("--version", std::string("phigated ") + PHI_VERSION);
+    app.add_option("--config", opts.config, "configuration file")->capture_default_str();
+    app.add_option("--check-config", opts.check_config,
+                   "load and validate FILE (config, TLS material, KEKs), then exit 0/1");
+    app.add_option("--print-dev-config", opts.print_dev_config,
+                   "print the development config for dev dir DIR");
+    app.add_option("--log-level", opts.log_level,
+                   "debug|info|notice|warning|error|critical (overrides the config)");
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::Success& e) {
+      return app.exit(e);
+    } catch (const CLI::ParseError& e) {
+      app.exit(e);
+      return kExitUsage;
+    }
+    if (!opts.print_dev_config.empty()) {
+#if PHI_HAVE_CONFIG_LOADER
+      std::fputs(phi::config::DevConfigYaml(opts.print_dev_config).c_str(), stdout);
+      return kExitOk;
+#else
+      std::fprintf(stderr, "phigated: --print-dev-config: the config module is not built in\n");
+      return kExitFailure;
+#endif
+    }
+    if (!opts.check_config.empty()) {
+      phi::log::Init(phi::log::Sink::kStderr, phi::log::Level::kWarning);
+      return CheckConfig(opts.check_config, phi::Env::Default());
+    }
+    return Run(opts, sigs);
+  } catch (const std::exception&) {
+    // The text of a library exception may echo input; log only that it happened.
+    PHI_LOG(kCritical, "phigated: unexpected exception; exiting");
+    std::fprintf(stderr, "phigated: unexpected exception; exiting\n");
+    return kExitFailure;
+  } catch (...) {
+    PHI_LOG(kCritical, "phigated: unexpected non-standard exception; exiting");
+    std::fprintf(stderr, "phigated: unexpected exception; exiting\n");
+    return kExitFailure;
   }
-  std::fprintf(stderr, "phigated: not yet implemented\n");
-  return 1;
 }

@@ -1,0 +1,295 @@
+// phigatectl: the admin CLI. Talks to phigated's admin socket (libphi/admin):
+// one JSON request line, one JSON response line.
+//
+//   phigatectl [--socket PATH] [--json] <command> [--key value | --flag]...
+//
+// Every command is passed through as {"command": <command>, "args": {key: value}},
+// so commands the daemon adds later need nothing here; `status` (and `help`) also
+// have a human-readable rendering. Exit codes: 0 ok, 1 command failed, 2 usage,
+// 3 cannot connect, 4 permission denied.
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#ifndef PHI_VERSION
+#define PHI_VERSION "0.0.0"
+#endif
+
+namespace {
+
+using nlohmann::json;
+
+constexpr int kOk = 0;
+constexpr int kFailed = 1;
+constexpr int kUsage = 2;
+constexpr int kNoConnect = 3;
+constexpr int kDenied = 4;
+constexpr size_t kMaxResponseBytes = 64 * 1024 * 1024;
+constexpr int kTimeoutMs = 120 * 1000;
+
+void Usage(FILE* out) {
+  std::fprintf(out,
+               "usage: phigatectl [--socket PATH] [--json] <command> [--key value | --flag]...\n"
+               "\n"
+               "  --socket PATH  admin socket (default $PHIGATE_ADMIN_SOCKET or "
+               "/run/phigate/admin.sock)\n"
+               "  --json         print the raw JSON result\n"
+               "\n"
+               "commands: status, help (lists what the daemon supports), ...\n"
+               "exit: 0 ok, 1 command failed, 2 usage, 3 cannot connect, 4 permission denied\n");
+}
+
+// "--key value": integers and true/false become JSON numbers/booleans.
+json ArgValue(const std::string& v) {
+  if (v == "true") return true;
+  if (v == "false") return false;
+  if (!v.empty() && v.size() < 19 &&
+      v.find_first_not_of("0123456789", v[0] == '-' ? 1 : 0) == std::string::npos && v != "-") {
+    return std::stoll(v);
+  }
+  return v;
+}
+
+std::string Human(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+std::string Duration(int64_t s) {
+  char buf[64];
+  if (s >= 86400) {
+    std::snprintf(buf, sizeof buf, "%lldd%02lldh%02lldm", static_cast<long long>(s / 86400),
+                  static_cast<long long>(s % 86400 / 3600), static_cast<long long>(s % 3600 / 60));
+  } else {
+    std::snprintf(buf, sizeof buf, "%lldh%02lldm%02llds", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s % 3600 / 60), static_cast<long long>(s % 60));
+  }
+  return buf;
+}
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return "-";
+  if (it->is_string()) return it->get<std::string>();
+  return it->dump();
+}
+
+void PrintStatus(const json& r) {
+  std::printf(
+      "phigated %s  pid %s  up %s\n", Str(r, "version").c_str(), Str(r, "pid").c_str(),
+      r.value("uptime_seconds", 0) >= 0 ? Duration(r.value("uptime_seconds", 0)).c_str() : "-");
+  std::printf("%-10s %s\n", "config", Str(r, "config_file").c_str());
+  std::printf("%-10s %s\n", "log level", Str(r, "log_level").c_str());
+  if (r.contains("storage") && r["storage"].is_object()) {
+    const json& st = r["storage"];
+    std::printf("%-10s %s\n", "storage", Str(st, "root").c_str());
+    if (st.contains("volume") && st["volume"].is_object()) {
+      const json& v = st["volume"];
+      bool enc = v.value("encrypted", false);
+      std::printf("%-10s %s, required %s; device %s on %s (%s)%s%s\n", "volume",
+                  enc ? "encrypted (LUKS)" : "NOT ENCRYPTED",
+                  v.value("required", true) ? "yes" : "no", Str(v, "device").c_str(),
+                  Str(v, "mount_point").c_str(), Str(v, "fs_type").c_str(),
+                  v.value("dm_uuid_prefix", std::string()).empty() ? "" : ", dm uuid ",
+                  v.value("dm_uuid_prefix", std::string()).c_str());
+    }
+    if (st.contains("disk") && st["disk"].is_object()) {
+      const json& d = st["disk"];
+      std::printf("%-10s %s free of %s\n", "disk", Human(d.value("available_bytes", 0ull)).c_str(),
+                  Human(d.value("total_bytes", 0ull)).c_str());
+    }
+  }
+  if (r.contains("counts") && r["counts"].is_object()) {
+    std::printf("%-10s studies %s, instances %s\n", "counts", Str(r["counts"], "studies").c_str(),
+                Str(r["counts"], "instances").c_str());
+  }
+  std::printf("\n%-10s %-28s %-4s %-10s %6s %9s %8s\n", "LISTENER", "ADDRESS", "TLS", "STATE",
+              "OPEN", "ACCEPTED", "REFUSED");
+  if (r.contains("listeners") && r["listeners"].is_array()) {
+    for (const auto& l : r["listeners"]) {
+      std::printf("%-10s %-28s %-4s %-10s %6s %9s %8s\n", Str(l, "name").c_str(),
+                  Str(l, "address").c_str(), l.value("tls", false) ? "yes" : "no",
+                  Str(l, "state").c_str(), Str(l, "open_connections").c_str(),
+                  Str(l, "accepted_total").c_str(), Str(l, "refused_total").c_str());
+    }
+  }
+  if (r.contains("warnings") && r["warnings"].is_array() && !r["warnings"].empty()) {
+    std::printf("\nWARNINGS\n");
+    for (const auto& w : r["warnings"]) {
+      std::printf("  ! %s\n", w.is_string() ? w.get<std::string>().c_str() : w.dump().c_str());
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string socket_path = "/run/phigate/admin.sock";
+  if (const char* e = std::getenv("PHIGATE_ADMIN_SOCKET"); e != nullptr && *e != '\0') {
+    socket_path = e;
+  }
+  bool raw_json = false;
+  std::string command;
+  json args = json::object();
+
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (command.empty()) {
+      if (a == "--socket") {
+        if (i + 1 >= argc) {
+          std::fprintf(stderr, "phigatectl: --socket needs a path\n");
+          return kUsage;
+        }
+        socket_path = argv[++i];
+      } else if (a.rfind("--socket=", 0) == 0) {
+        socket_path = a.substr(9);
+      } else if (a == "--json") {
+        raw_json = true;
+      } else if (a == "-h" || a == "--help") {
+        Usage(stdout);
+        return kOk;
+      } else if (a == "--version") {
+        std::printf("phigatectl %s\n", PHI_VERSION);
+        return kOk;
+      } else if (a.rfind("-", 0) == 0) {
+        std::fprintf(stderr, "phigatectl: unknown option %s\n", a.c_str());
+        Usage(stderr);
+        return kUsage;
+      } else {
+        command = a;
+      }
+      continue;
+    }
+    // After the command: --key value / --key=value / --flag; --json still allowed.
+    if (a == "--json") {
+      raw_json = true;
+      continue;
+    }
+    if (a.rfind("--", 0) != 0 || a.size() == 2) {
+      std::fprintf(stderr, "phigatectl: unexpected argument '%s' (arguments are --key value)\n",
+                   a.c_str());
+      return kUsage;
+    }
+    std::string key = a.substr(2);
+    size_t eq = key.find('=');
+    if (eq != std::string::npos) {
+      args[key.substr(0, eq)] = ArgValue(key.substr(eq + 1));
+    } else if (i + 1 < argc && std::strncmp(argv[i + 1], "--", 2) != 0) {
+      args[key] = ArgValue(argv[++i]);
+    } else {
+      args[key] = true;
+    }
+  }
+  if (command.empty()) {
+    Usage(stderr);
+    return kUsage;
+  }
+
+  sockaddr_un addr{};
+  if (socket_path.size() >= sizeof addr.sun_path) {
+    std::fprintf(stderr, "phigatectl: socket path too long: %s\n", socket_path.c_str());
+    return kUsage;
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "phigatectl: socket: %s\n", std::strerror(errno));
+    return kNoConnect;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    if (err == EACCES || err == EPERM) {
+      std::fprintf(stderr,
+                   "phigatectl: permission denied connecting to %s: %s (root or the admin group "
+                   "only)\n",
+                   socket_path.c_str(), std::strerror(err));
+      return kDenied;
+    }
+    std::fprintf(stderr, "phigatectl: cannot connect to %s: %s (is phigated running?)\n",
+                 socket_path.c_str(), std::strerror(err));
+    return kNoConnect;
+  }
+
+  std::string req = json{{"command", command}, {"args", args}}.dump() + "\n";
+  size_t off = 0;
+  while (off < req.size()) {
+    ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the daemon may have answered and closed (e.g. refused): read it
+    off += static_cast<size_t>(n);
+  }
+  std::string resp;
+  char buf[65536];
+  while (resp.find('\n') == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, kTimeoutMs);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      std::fprintf(stderr, "phigatectl: no answer from %s\n", socket_path.c_str());
+      ::close(fd);
+      return kFailed;
+    }
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+    if (resp.size() > kMaxResponseBytes) break;
+  }
+  ::close(fd);
+  size_t nl = resp.find('\n');
+  if (nl == std::string::npos) {
+    std::fprintf(stderr, "phigatectl: %s closed the connection without an answer\n",
+                 socket_path.c_str());
+    return kFailed;
+  }
+  json r = json::parse(resp.substr(0, nl), nullptr, false);
+  if (r.is_discarded() || !r.is_object()) {
+    std::fprintf(stderr, "phigatectl: unreadable answer from %s\n", socket_path.c_str());
+    return kFailed;
+  }
+  if (!r.value("ok", false)) {
+    json err = r.value("error", json::object());
+    std::string code = err.is_object() ? err.value("code", std::string("Unknown")) : "Unknown";
+    std::string msg = err.is_object() ? err.value("message", std::string()) : std::string();
+    if (raw_json) {
+      std::cout << r.dump(2) << "\n";
+    }
+    std::fprintf(stderr, "phigatectl: %s: %s: %s\n", command.c_str(), code.c_str(), msg.c_str());
+    return code == "PermissionDenied" ? kDenied : kFailed;
+  }
+  const json& result = r.contains("result") ? r["result"] : json(nullptr);
+  if (raw_json) {
+    std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  } else if (command == "status" && result.is_object()) {
+    PrintStatus(result);
+  } else if (command == "help" && result.contains("commands")) {
+    for (const auto& c : result["commands"]) {
+      std::string flags;
+      for (const auto& f : c.value("flags", json::array())) {
+        flags += (flags.empty() ? "" : ",") + f.get<std::string>();
+      }
+      std::printf("%-20s %s\n", c.value("name", std::string()).c_str(), flags.c_str());
+    }
+  } else {
+    std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  return kOk;
+}
