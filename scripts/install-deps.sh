@@ -12,6 +12,8 @@ PKGS=(
   # tools the tests drive for real
   dcmtk openssl sqlite3 curl socat python3 python3-hl7 cryptsetup-bin e2fsprogs
   systemd dpkg-dev fakeroot lintian file procps util-linux
+  # ops: volume scripts, man pages, package install test
+  dmsetup mount bsdextrautils groff-base man-db adduser
 )
 
 missing=()
