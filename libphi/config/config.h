@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "libphi/util/env.h"
@@ -20,21 +21,25 @@ namespace phi::config {
 
 // An IPv4 or IPv6 network in CIDR form ("10.0.0.0/8", "::1/128", "127.0.0.1").
 struct Network {
-  std::string text;        // as written, for messages and status output
+  std::string text;  // as written, for messages and status output
   bool v6 = false;
   uint8_t addr[16] = {};   // network address, v4 in the first 4 bytes
   uint8_t prefix_len = 0;  // 0..32 or 0..128
+
+  bool operator==(const Network&) const = default;
 };
 
 enum class TlsProfile : uint8_t { kBcp195, kBcp195Nd, kBcp195Extended };
 
 // The server's TLS material, shared by every TLS listener.
 struct TlsConfig {
-  Path certificate;                // PEM server certificate (chain)
-  Path private_key;                // PEM private key
-  Path ca_bundle;                  // PEM CAs that client certificates must chain to
-  std::vector<Path> crls;          // PEM CRLs; checked for the whole chain when non-empty
+  Path certificate = "/etc/phigate/tls/server.pem";  // PEM server certificate (chain)
+  Path private_key = "/etc/phigate/tls/server.key";  // PEM private key
+  Path ca_bundle = "/etc/phigate/tls/ca.pem";  // PEM CAs that client certificates must chain to
+  std::vector<Path> crls;  // PEM CRLs; checked for the whole chain when non-empty
   TlsProfile profile = TlsProfile::kBcp195;
+
+  bool operator==(const TlsConfig&) const = default;
 };
 
 struct Listener {
@@ -42,6 +47,8 @@ struct Listener {
   std::string bind = "0.0.0.0";
   uint16_t port = 0;
   bool require_client_cert = true;  // TLS listeners only
+
+  bool operator==(const Listener&) const = default;
 };
 
 enum class DuplicatePolicy : uint8_t { kKeepFirst, kReplace };
@@ -50,27 +57,36 @@ struct StorageConfig {
   Path root = "/var/lib/phigate";
   bool require_encrypted_volume = true;
   DuplicatePolicy duplicate_policy = DuplicatePolicy::kKeepFirst;
+
+  bool operator==(const StorageConfig&) const = default;
 };
 
 // One key-encryption key: from a systemd credential or a key file.
 struct KekConfig {
-  std::string id;             // stable name, bound into every wrapped key's AAD
-  std::string credential;     // name under $CREDENTIALS_DIRECTORY, or empty
-  Path file;                  // key file path (mode 0400, not on the storage volume), or empty
-  int line = 0;               // line in the config file, for later error messages
+  std::string id;          // stable name, bound into every wrapped key's AAD
+  std::string credential;  // name under $CREDENTIALS_DIRECTORY, or empty
+  Path file;               // key file path (mode 0400, not on the storage volume), or empty
+  int line = 0;            // line in the config file, for later error messages
+
+  bool operator==(const KekConfig&) const = default;
 };
 
+// Default: one KEK from the systemd credential "phigate.kek" (LoadCredentialEncrypted=).
 struct KeysConfig {
-  std::string active;  // id of the KEK new study keys are wrapped under
-  std::vector<KekConfig> keks;
+  std::string active = "kek-1";  // id of the KEK new study keys are wrapped under
+  std::vector<KekConfig> keks = {KekConfig{"kek-1", "phigate.kek", {}, 0}};
+
+  bool operator==(const KeysConfig&) const = default;
 };
 
 // A DICOM peer allowed to associate.
 struct DicomPeer {
-  std::string ae_title;                      // calling AE title ("*" matches any: dev only)
-  std::vector<Network> networks;             // source networks; empty = any (TLS only)
-  std::string certificate_subject;           // bind the AE to this client cert subject DN
-  uint32_t max_associations = 0;             // 0 = the global per-AE limit
+  std::string ae_title;             // calling AE title ("*" matches any: dev only)
+  std::vector<Network> networks;    // source networks; empty = any (TLS only)
+  std::string certificate_subject;  // bind the AE to this client cert subject DN
+  uint32_t max_associations = 0;    // 0 = the global per-AE limit
+
+  bool operator==(const DicomPeer&) const = default;
 };
 
 struct DicomConfig {
@@ -84,6 +100,8 @@ struct DicomConfig {
   uint32_t dimse_timeout_seconds = 60;
   uint32_t network_timeout_seconds = 60;
   std::vector<DicomPeer> allowed_peers;
+
+  bool operator==(const DicomConfig&) const = default;
 };
 
 struct Hl7Config {
@@ -94,16 +112,20 @@ struct Hl7Config {
   uint32_t max_connections = 64;
   uint32_t idle_timeout_seconds = 600;
   uint32_t read_timeout_seconds = 30;
+
+  bool operator==(const Hl7Config&) const = default;
 };
 
 enum class Role : uint8_t { kClinician, kShare, kAdmin, kModality };
 
 // Maps a client certificate to a role: an exact subject DN, or O/OU patterns.
 struct RoleMapping {
-  std::string subject;        // exact DN in RFC 2253 form, or empty
-  std::string organization;   // O= must equal this, when set
-  std::string org_unit;       // OU= must equal this, when set
+  std::string subject;       // exact DN in RFC 2253 form, or empty
+  std::string organization;  // O= must equal this, when set
+  std::string org_unit;      // OU= must equal this, when set
   Role role = Role::kClinician;
+
+  bool operator==(const RoleMapping&) const = default;
 };
 
 struct WebConfig {
@@ -115,24 +137,34 @@ struct WebConfig {
   uint32_t body_timeout_seconds = 120;
   uint32_t idle_timeout_seconds = 60;
   std::vector<RoleMapping> roles;
+
+  bool operator==(const WebConfig&) const = default;
 };
 
 struct AdminConfig {
   Path socket = "/run/phigate/admin.sock";
   std::string group = "phigate-admin";
+
+  bool operator==(const AdminConfig&) const = default;
 };
 
 struct LoggingConfig {
   log::Level level = log::Level::kInfo;
   log::Sink sink = log::Sink::kAuto;
+
+  bool operator==(const LoggingConfig&) const = default;
 };
 
 struct LifecycleConfig {
   uint32_t drain_timeout_seconds = 30;
+
+  bool operator==(const LifecycleConfig&) const = default;
 };
 
 struct AuditConfig {
   uint32_t retention_years = 6;
+
+  bool operator==(const AuditConfig&) const = default;
 };
 
 struct Config {
@@ -147,15 +179,25 @@ struct Config {
   LoggingConfig logging;
   LifecycleConfig lifecycle;
   AuditConfig audit;
+
+  bool operator==(const Config&) const = default;
 };
 
 // One problem found in a config file.
 struct ConfigError {
   Path file;
-  int line = 0;       // 1-based; 0 when the problem has no single line
-  std::string key;    // dotted path, e.g. "dicom.plain.port"
+  int line = 0;     // 1-based; 0 when the problem has no single line
+  std::string key;  // dotted path, e.g. "dicom.plain.port"
   std::string message;
   std::string ToString() const;  // "file:line: key: message"
+};
+
+// How much Load() checks beyond the text itself.
+struct LoadOptions {
+  // When false, skip every check that looks at the filesystem: TLS files, KEK files (existence,
+  // mode, volume), storage.root and the admin socket's directory. For linting a config away from
+  // the machine it is meant for (and for the test of the shipped default).
+  bool check_files = true;
 };
 
 // Parses and validates. On failure returns InvalidArgument whose message is every
@@ -166,7 +208,26 @@ Result<Config> Load(const Path& file, Env& env, std::vector<ConfigError>* errors
 Result<Config> LoadFromString(const std::string& yaml, const Path& name, Env& env,
                               std::vector<ConfigError>* errors = nullptr);
 
-// True when `addr` (textual IPv4/IPv6) is in `net`.
+// The same with explicit options.
+Result<Config> Load(const Path& file, Env& env, const LoadOptions& options,
+                    std::vector<ConfigError>* errors = nullptr);
+Result<Config> LoadFromString(const std::string& yaml, const Path& name, Env& env,
+                              const LoadOptions& options,
+                              std::vector<ConfigError>* errors = nullptr);
+
+// Names as written in the YAML ("bcp195-nd", "keep-first", "clinician"), for status output.
+std::string_view TlsProfileName(TlsProfile p);
+std::string_view DuplicatePolicyName(DuplicatePolicy p);
+std::string_view RoleName(Role r);
+
+// Parses "10.0.0.0/8", "::1/128" or a bare address (a /32 or /128 host network).
+// Fails (InvalidArgument, message without the input) on bad syntax, a prefix out of range, or
+// host bits set beyond the prefix.
+Result<Network> ParseNetwork(const std::string& text);
+
+// True when `addr` (textual IPv4/IPv6) is in `net`. An IPv4-mapped IPv6 address
+// (::ffff:a.b.c.d, as seen on dual-stack sockets) matches IPv4 networks. Unparsable
+// addresses (including scoped "fe80::1%eth0") are in no network.
 bool NetworkContains(const Network& net, const std::string& addr);
 
 }  // namespace phi::config
