@@ -1,0 +1,34 @@
+// phi::hl7::MessageHandler: what Hl7Server calls for each complete message,
+// and ConnectionInfo, what it knows about the peer.
+// Thread-safety: Handle() is called concurrently from the io threads, for
+// different connections; calls for one connection are strictly sequential.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "libphi/tls/peer_identity.h"
+
+namespace phi::hl7 {
+
+struct ConnectionInfo {
+  uint64_t id = 0;           // server-unique connection id
+  std::string listener;      // "hl7-tls" or "hl7"
+  std::string peer_address;  // textual IP
+  uint16_t peer_port = 0;
+  bool tls = false;
+  std::optional<tls::PeerIdentity> identity;  // verified client certificate, if any
+};
+
+class MessageHandler {
+ public:
+  virtual ~MessageHandler() = default;
+  // Returns the complete ACK message (without MLLP framing) to send back.
+  // An empty string means "no MSH could be read": the server logs it and closes
+  // the connection. Must never log or keep `message` beyond what it stores.
+  virtual std::string Handle(std::string_view message, const ConnectionInfo& conn) = 0;
+};
+
+}  // namespace phi::hl7

@@ -1,0 +1,219 @@
+#include "libphi/hl7/hl7_server.h"
+
+#include <gtest/gtest.h>
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include "libphi/hl7/ack.h"
+#include "libphi/hl7/mllp_framer.h"
+#include "tests/unit/tls/net_test_util.h"
+
+namespace phi::hl7 {
+namespace {
+
+using nettest::Pki;
+
+config::Network Net(std::string text, std::initializer_list<uint8_t> addr, uint8_t prefix) {
+  config::Network n;
+  n.text = std::move(text);
+  std::copy(addr.begin(), addr.end(), n.addr);
+  n.prefix_len = prefix;
+  return n;
+}
+
+std::string Msg(const std::string& control_id, const std::string& trigger = "A01") {
+  return "MSH|^~\\&|RIS|HOSP|PHIGATE|RAD|20240101120000||ADT^" + trigger + "^ADT_A01|" +
+         control_id + "|P|2.5.1\rPID|1||MRN-" + control_id + "||DOE^JANE\r";
+}
+
+// MSA-2 of every ACK in `wire` (MLLP framed), in order.
+std::vector<std::string> AckedIds(const std::string& wire) {
+  MllpFramer f(1 << 20);
+  std::deque<std::string> acks;
+  EXPECT_TRUE(f.Feed(wire, &acks).ok());
+  std::vector<std::string> ids;
+  for (auto& a : acks) {
+    size_t p = a.find("\rMSA|AR|");
+    EXPECT_NE(p, std::string::npos) << a;
+    if (p == std::string::npos) continue;
+    size_t b = p + 8;
+    ids.push_back(a.substr(b, a.find_first_of("|\r", b) - b));
+    EXPECT_NE(a.find("|ACK^A01^ACK|"), std::string::npos);
+    EXPECT_NE(a.find("\rERR|"), std::string::npos);
+  }
+  return ids;
+}
+
+class Hl7ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cfg_.tls = {true, "127.0.0.1", 0, true};
+    cfg_.plain = {true, "127.0.0.1", 0, false};
+    cfg_.allowed_networks = {Net("127.0.0.0/8", {127, 0, 0, 0}, 8)};
+    cfg_.idle_timeout_seconds = 1;
+    cfg_.read_timeout_seconds = 2;
+    cfg_.max_message_bytes = 64 * 1024;
+    auto p = tls::TlsContextProvider::Create(nettest::DevTlsConfig(), true, Env::Default());
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    provider_ = std::move(p).value();
+    ASSERT_TRUE(runner_.Start().ok());
+  }
+  void StartServer() {
+    auto s = Hl7Server::Create(cfg_, provider_.get(), runner_, handler_);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    server_ = std::move(s).value();
+    ASSERT_TRUE(server_->Start().ok());
+    ASSERT_NE(server_->tls_port(), 0);
+    ASSERT_NE(server_->plain_port(), 0);
+  }
+  void TearDown() override {
+    if (server_) {
+      server_->StopAccepting();
+      server_->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    }
+    runner_.Stop();
+  }
+  const ListenerStatus& Listener(const std::string& name) {
+    statuses_ = server_->Listeners();
+    for (auto& s : statuses_) {
+      if (s.name == name) return s;
+    }
+    ADD_FAILURE() << name;
+    return statuses_.front();
+  }
+
+  config::Hl7Config cfg_;
+  std::unique_ptr<tls::TlsContextProvider> provider_;
+  tls::AsioRunner runner_{2};
+  NotImplementedHandler handler_{Env::Default()};
+  std::unique_ptr<Hl7Server> server_;
+  std::vector<ListenerStatus> statuses_;
+  phi::testing::TempDir tmp_;
+};
+
+TEST_F(Hl7ServerTest, PlainMllpSendGetsOrderedArAcks) {
+  StartServer();
+  // mllp_send: one connection, one message after the other, each ended by FS.
+  std::string file;
+  for (int i = 1; i <= 5; ++i) file += Msg("C" + std::to_string(i)) + "\x1c\r";
+  phi::testing::WriteFile(tmp_ / "msgs.hl7", file);
+  auto r = nettest::Run("mllp_send -p " + std::to_string(server_->plain_port()) + " -f " +
+                        (tmp_ / "msgs.hl7").string() + " 127.0.0.1 2>&1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string out = r.output;
+  std::vector<std::string> ids;
+  size_t p = 0;
+  while ((p = out.find("MSA|AR|", p)) != std::string::npos) {
+    p += 7;
+    ids.push_back(out.substr(p, out.find_first_of("|\r\n", p) - p));
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"C1", "C2", "C3", "C4", "C5"})) << out;
+  EXPECT_EQ(Listener("hl7").accepted_total, 1u);
+}
+
+TEST_F(Hl7ServerTest, PipelinedMessagesOnOneRawConnectionStayInOrder) {
+  StartServer();
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), server_->plain_port()});
+  std::string wire = "\r\n";  // garbage before the first frame is skipped
+  for (int i = 0; i < 20; ++i) wire += MllpEncode(Msg("P" + std::to_string(i)));
+  asio::write(s, asio::buffer(wire));
+  s.shutdown(asio::ip::tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  asio::read(s, asio::dynamic_buffer(got), ec);  // until the server closes
+  auto ids = AckedIds(got);
+  ASSERT_EQ(ids.size(), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(ids[i], "P" + std::to_string(i));
+}
+
+TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {
+  StartServer();
+  std::string wire = MllpEncode(Msg("T1")) + MllpEncode(Msg("T2"));
+  phi::testing::WriteFile(tmp_ / "framed", wire);
+  // The server closes the connection after idle_timeout (1 s), which ends s_client.
+  auto r = nettest::Run("openssl s_client -quiet -no_ign_eof -connect 127.0.0.1:" +
+                        std::to_string(server_->tls_port()) + " -cert " + Pki("clinician.pem") +
+                        " -key " + Pki("clinician.key") + " -CAfile " + Pki("ca.pem") +
+                        " -verify_return_error < " + (tmp_ / "framed").string() +
+                        " 2>/dev/null; sleep 0");
+  // s_client may exit before reading everything when stdin ends: use socat instead if needed.
+  auto ids = AckedIds(r.output);
+  if (ids.size() != 2) {
+    r = nettest::Run("(cat " + (tmp_ / "framed").string() +
+                     "; sleep 2) | socat -t 3 - OPENSSL:127.0.0.1:" +
+                     std::to_string(server_->tls_port()) + ",cert=" + Pki("clinician.pem") +
+                     ",key=" + Pki("clinician.key") + ",cafile=" + Pki("ca.pem"));
+    ids = AckedIds(r.output);
+  }
+  EXPECT_EQ(ids, (std::vector<std::string>{"T1", "T2"}));
+  EXPECT_EQ(Listener("hl7-tls").accepted_total, 1u);
+}
+
+TEST_F(Hl7ServerTest, TlsWithoutClientCertificateGetsNothing) {
+  StartServer();
+  phi::testing::WriteFile(tmp_ / "framed", MllpEncode(Msg("N1")));
+  auto r = nettest::Run(
+      "openssl s_client -quiet -connect 127.0.0.1:" + std::to_string(server_->tls_port()) +
+      " -CAfile " + Pki("ca.pem") + " < " + (tmp_ / "framed").string() + " 2>/dev/null");
+  EXPECT_EQ(r.output.find("MSA|"), std::string::npos);
+}
+
+TEST_F(Hl7ServerTest, PeerOutsideAllowedNetworksIsDropped) {
+  cfg_.allowed_networks = {Net("10.0.0.0/8", {10, 0, 0, 0}, 8)};
+  StartServer();
+  phi::testing::WriteFile(tmp_ / "msgs.hl7", Msg("X1") + "\x1c\r");
+  auto r = nettest::Run("mllp_send -p " + std::to_string(server_->plain_port()) + " -f " +
+                        (tmp_ / "msgs.hl7").string() + " 127.0.0.1 2>&1");
+  EXPECT_EQ(r.output.find("MSA|"), std::string::npos) << r.output;
+  EXPECT_EQ(Listener("hl7").refused_total, 1u);
+  EXPECT_EQ(Listener("hl7").accepted_total, 0u);
+
+  // A reload that allows loopback lets the same peer in.
+  config::Config full;
+  full.tls = nettest::DevTlsConfig();
+  full.hl7 = cfg_;
+  full.hl7.allowed_networks = {Net("127.0.0.1/32", {127, 0, 0, 1}, 32)};
+  ASSERT_TRUE(server_->Reload(full).ok());
+  r = nettest::Run("mllp_send -p " + std::to_string(server_->plain_port()) + " -f " +
+                   (tmp_ / "msgs.hl7").string() + " 127.0.0.1 2>&1");
+  EXPECT_NE(r.output.find("MSA|AR|X1"), std::string::npos) << r.output;
+}
+
+TEST_F(Hl7ServerTest, OversizeAndUnreadableMessagesCloseTheConnection) {
+  cfg_.max_message_bytes = 1024;
+  StartServer();
+  namespace asio = boost::asio;
+  asio::io_context io;
+  for (const std::string& wire :
+       {"\x0b" + std::string(4096, 'A'), MllpEncode("not hl7 at all") + MllpEncode(Msg("Z"))}) {
+    asio::ip::tcp::socket s(io);
+    s.connect({asio::ip::make_address("127.0.0.1"), server_->plain_port()});
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(wire), ec);
+    std::string got;
+    asio::read(s, asio::dynamic_buffer(got), ec);  // returns at the server's close
+    EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+    EXPECT_EQ(got.find("MSA|"), std::string::npos);
+  }
+}
+
+TEST_F(Hl7ServerTest, BindFailureNamesTheAddress) {
+  StartServer();
+  auto cfg2 = cfg_;
+  cfg2.tls.port = server_->tls_port();
+  auto s = Hl7Server::Create(cfg2, provider_.get(), runner_, handler_);
+  ASSERT_TRUE(s.ok());
+  Status st = (*s)->Start();
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("127.0.0.1:" + std::to_string(server_->tls_port())),
+            std::string::npos)
+      << st.ToString();
+}
+
+}  // namespace
+}  // namespace phi::hl7
