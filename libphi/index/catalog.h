@@ -1,0 +1,246 @@
+// phi::index::Catalog: the catalog of the storage root - wrapped study keys,
+// the index (studies / series / instances), metadata and the audit trail, in
+// one database so one transaction covers an object's key, index rows and
+// audit record (DESIGN.md "Storage root", "Contracts").
+//
+// The catalog knows no crypto keys and no DICOM networking:
+//  - PHI columns (`phi`) are opaque BLOBs sealed by the vault with the study key;
+//  - tokens are 32-byte blind-index BLOBs (HMAC) computed by the vault;
+//  - the audit MAC is an injected function (Options::audit_mac).
+// Query functions return *candidates* narrowed on non-PHI columns and tokens;
+// wildcard and exact date matching happen in the caller after decryption.
+// See libphi/index/README.md for the schema and its rationale.
+//
+// Catalog is the backend-neutral interface (SQLite now, PostgreSQL later,
+// DESIGN "Scale-out"). SqliteCatalog is in sqlite_catalog.h.
+//
+// Thread-safety: every Catalog method is thread-safe. A WriteTxn is only
+// valid inside the Write() closure it was passed to, on the writer thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "libphi/audit/audit_log.h"
+#include "libphi/util/status.h"
+
+namespace phi::index {
+
+// Opaque bytes (sealed PHI, wrapped keys, tokens). std::string for ease of
+// interop with crypto::SealBox.
+using Blob = std::string;
+// A blind-index token: exactly kTokenBytes bytes (InvalidArgument otherwise).
+using Token = std::string;
+inline constexpr size_t kTokenBytes = 32;
+// Upper bound on any PHI blob / wrapped key / meta value accepted (bytes).
+inline constexpr size_t kMaxBlobBytes = 1 << 20;
+// Upper bound on short text columns (key ids, UIDs, modality, object ids).
+inline constexpr size_t kMaxTextBytes = 256;
+
+struct StudyKeyRow {
+  std::string key_id;
+  std::string kek_id;
+  Blob wrapped;
+  int64_t created_at = 0;  // unix seconds; set by the catalog on insert
+};
+
+// A new study (UpsertStudy). The study's PHI is inside `phi`.
+struct NewStudy {
+  std::string key_id;     // must exist in study_keys
+  Token study_uid_token;  // blind index of StudyInstanceUID
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  std::optional<int32_t> study_year;  // year of StudyDate only (not PHI under Safe Harbor)
+  Blob phi;                           // sealed study/patient attributes
+};
+
+struct StudyRow {
+  int64_t study_pk = 0;
+  std::string key_id;
+  Token study_uid_token;
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  std::optional<int32_t> study_year;
+  std::string modalities;  // "CT,MR": distinct series modalities, maintained by triggers
+  int64_t num_series = 0;
+  int64_t num_instances = 0;
+  int64_t total_bytes = 0;
+  int64_t created_at = 0;  // unix seconds
+  int64_t updated_at = 0;
+  int64_t last_access_at = 0;
+  bool legal_hold = false;
+  bool conflict = false;
+  Blob phi;
+};
+
+// Replaces a study's sealed PHI and tokens (HL7 ADT update, conflict flag).
+struct StudyPhiUpdate {
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  std::optional<int32_t> study_year;
+  Blob phi;
+  bool conflict = false;
+};
+
+struct NewSeries {
+  int64_t study_pk = 0;
+  Token series_uid_token;
+  std::string modality;  // not PHI
+  std::optional<int32_t> series_number;
+  Blob phi;  // sealed SeriesInstanceUID, SeriesDescription, ...
+};
+
+struct SeriesRow {
+  int64_t series_pk = 0;
+  int64_t study_pk = 0;
+  Token series_uid_token;
+  std::string modality;
+  std::optional<int32_t> series_number;
+  int64_t num_instances = 0;
+  Blob phi;
+};
+
+struct NewInstance {
+  int64_t series_pk = 0;
+  Token sop_uid_token;
+  std::string sop_class_uid;        // not PHI
+  std::string transfer_syntax_uid;  // not PHI
+  std::optional<int32_t> instance_number;
+  std::string object_id;  // objects/ file id (random, never a UID)
+  int64_t size_bytes = 0;
+  Blob phi;  // sealed SOPInstanceUID, ...
+};
+
+struct InstanceRow {
+  int64_t instance_pk = 0;
+  int64_t series_pk = 0;
+  int64_t study_pk = 0;
+  Token sop_uid_token;
+  std::string sop_class_uid;
+  std::string transfer_syntax_uid;
+  std::optional<int32_t> instance_number;
+  std::string object_id;
+  int64_t size_bytes = 0;
+  int64_t stored_at = 0;  // unix seconds
+  Blob phi;
+};
+
+// What DeleteStudy removed: the erasure certificate's numbers, and the object
+// files the caller unlinks after commit + Checkpoint().
+struct DeletedStudy {
+  int64_t study_pk = 0;
+  std::string key_id;
+  int64_t num_instances = 0;
+  int64_t total_bytes = 0;
+  std::vector<std::string> object_ids;
+};
+
+// Narrowing on non-PHI columns and tokens; all set fields must match (AND).
+struct StudyFilter {
+  std::vector<Token> study_uid_tokens;  // any of these (empty = no constraint)
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  std::optional<int32_t> year_min;  // inclusive
+  std::optional<int32_t> year_max;  // inclusive
+  // With a year range: also return studies whose year is unknown (no StudyDate),
+  // so that the caller decides after decryption. Default: conservative.
+  bool include_unknown_year = true;
+  std::optional<std::string> modality;  // a series of the study has this modality
+  std::optional<int64_t> created_min;   // unix seconds, inclusive
+  std::optional<int64_t> created_max;   // inclusive
+  int64_t after_study_pk = 0;           // paging: only study_pk > this
+  size_t limit = 1000;                  // candidate cap (ResourceExhausted-free: see truncated)
+};
+
+struct StudyCandidates {
+  std::vector<StudyRow> rows;  // ordered by study_pk
+  bool truncated = false;      // more rows matched than `limit`
+};
+
+struct ObjectCounts {
+  int64_t studies = 0;
+  int64_t series = 0;
+  int64_t instances = 0;
+  int64_t total_bytes = 0;
+};
+
+// The typed operations of one write transaction (no SQL outside index/).
+// Valid only inside the Write() closure. Each closure runs in its own
+// SAVEPOINT: returning a non-OK Status rolls back everything it did.
+class WriteTxn {
+ public:
+  virtual ~WriteTxn() = default;
+
+  // study keys
+  virtual Status PutStudyKey(const StudyKeyRow& row) = 0;  // AlreadyExists on duplicate id
+  virtual Status UpdateStudyKeyWrap(const std::string& key_id, const std::string& kek_id,
+                                    const Blob& wrapped) = 0;    // KEK rotation
+  virtual Status DeleteStudyKey(const std::string& key_id) = 0;  // NotFound; fails if in use
+  virtual Result<StudyKeyRow> GetStudyKey(const std::string& key_id) = 0;
+
+  // studies: returns the study_pk of the study with that uid token, inserting
+  // it when absent (the existing row is left untouched; see UpdateStudyPhi).
+  virtual Result<int64_t> UpsertStudy(const NewStudy& s, bool* created = nullptr) = 0;
+  virtual Result<StudyRow> FindStudyByUidToken(const Token& study_uid_token) = 0;
+  virtual Status UpdateStudyPhi(int64_t study_pk, const StudyPhiUpdate& u) = 0;
+  virtual Status SetLegalHold(int64_t study_pk, bool hold) = 0;
+  virtual Status TouchStudy(int64_t study_pk) = 0;  // last_access_at = now
+  // Deletes the study, its series and instances (cascade); not its key.
+  virtual Result<DeletedStudy> DeleteStudy(int64_t study_pk) = 0;
+
+  // series: find-or-insert by uid token. InvalidArgument if the existing
+  // series belongs to another study.
+  virtual Result<int64_t> UpsertSeries(const NewSeries& s, bool* created = nullptr) = 0;
+
+  // instances. Counters (series/study num_instances, total_bytes) are
+  // maintained by triggers in the same transaction.
+  virtual Result<int64_t> InsertInstance(const NewInstance& i) = 0;  // AlreadyExists on dup sop
+  // Replaces the instance with the same sop token; returns the old object_id
+  // (to unlink after commit). NotFound if absent.
+  virtual Result<std::string> ReplaceInstance(const NewInstance& i) = 0;
+  virtual Result<InstanceRow> FindInstanceBySopToken(const Token& sop_uid_token) = 0;
+
+  // metadata (small values: wrapped derivation secret, instance id, ...)
+  virtual Status PutMeta(const std::string& key, const Blob& value) = 0;
+  virtual Result<Blob> GetMeta(const std::string& key) = 0;  // NotFound
+
+  // Appends an audit record; seq, prev_hash and mac are computed here, in
+  // this transaction. Returns the record's seq.
+  virtual Result<int64_t> AppendAudit(const audit::AuditEvent& ev) = 0;
+};
+
+class Catalog : public audit::AuditReader {
+ public:
+  ~Catalog() override = default;
+
+  // Runs fn in a write transaction; returns fn's Status, or the commit's.
+  // Blocks until durable (committed with synchronous=FULL). Do not call from
+  // inside a closure (returns Internal).
+  virtual Status Write(std::function<Status(WriteTxn&)> fn) = 0;
+  // OK, or the sticky error after which every write fails until reopened.
+  virtual Status health() const = 0;
+  // Folds the WAL into the main file and truncates it (erasure contract).
+  virtual Status Checkpoint() = 0;
+
+  virtual Result<StudyKeyRow> GetStudyKey(const std::string& key_id) = 0;
+  // Keys with key_id > after, ascending, at most limit (KEK rotation batches).
+  virtual Result<std::vector<StudyKeyRow>> ListStudyKeys(const std::string& after,
+                                                         size_t limit) = 0;
+  virtual Result<Blob> GetMeta(const std::string& key) = 0;
+  virtual Result<StudyRow> FindStudyByUidToken(const Token& study_uid_token) = 0;
+  virtual Result<StudyRow> GetStudy(int64_t study_pk) = 0;
+  virtual Result<StudyCandidates> QueryStudies(const StudyFilter& f) = 0;
+  virtual Result<std::vector<SeriesRow>> ListSeries(int64_t study_pk) = 0;
+  virtual Result<std::vector<InstanceRow>> ListInstancesOfSeries(int64_t series_pk) = 0;
+  virtual Result<std::vector<InstanceRow>> ListInstancesOfStudy(int64_t study_pk) = 0;
+  virtual Result<InstanceRow> GetInstanceBySopToken(const Token& sop_uid_token) = 0;
+  virtual Result<ObjectCounts> CountObjects() = 0;
+  // Every object id referenced by an instance (start-up orphan recovery).
+  virtual Result<std::vector<std::string>> ListAllObjectIds() = 0;
+  virtual Result<int64_t> StudyTotalBytes(int64_t study_pk) = 0;
+};
+
+}  // namespace phi::index

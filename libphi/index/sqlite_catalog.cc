@@ -1,0 +1,1095 @@
+#include "libphi/index/sqlite_catalog.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "libphi/index/schema.h"
+#include "libphi/index/sqlite_db.h"
+#include "libphi/util/log.h"
+
+namespace phi::index {
+namespace {
+
+#define PHI_STUDY_COLS                                                                           \
+  "study_pk, key_id, study_uid_token, patient_id_token, accession_token, study_year, "           \
+  "modalities, num_series, num_instances, total_bytes, created_at, updated_at, last_access_at, " \
+  "legal_hold, conflict, phi"
+#define PHI_SERIES_COLS \
+  "series_pk, study_pk, series_uid_token, modality, series_number, num_instances, phi"
+#define PHI_INSTANCE_COLS                                                      \
+  "i.instance_pk, i.series_pk, s.study_pk, i.sop_uid_token, i.sop_class_uid, " \
+  "i.transfer_syntax_uid, i.instance_number, i.object_id, i.size_bytes, i.stored_at, i.phi"
+#define PHI_KEY_COLS "key_id, kek_id, wrapped, created_at"
+#define PHI_AUDIT_COLS "seq, time_us, actor, action, object, outcome, peer, detail, prev_hash, mac"
+
+constexpr const char* kSelectStudyByToken =
+    "SELECT " PHI_STUDY_COLS " FROM studies WHERE study_uid_token = ?1";
+constexpr const char* kSelectStudyByPk =
+    "SELECT " PHI_STUDY_COLS " FROM studies WHERE study_pk = ?1";
+constexpr const char* kSelectKey = "SELECT " PHI_KEY_COLS " FROM study_keys WHERE key_id = ?1";
+constexpr const char* kListKeys =
+    "SELECT " PHI_KEY_COLS " FROM study_keys WHERE key_id > ?1 ORDER BY key_id LIMIT ?2";
+constexpr const char* kSelectMeta = "SELECT value FROM meta WHERE key = ?1";
+constexpr const char* kListSeries =
+    "SELECT " PHI_SERIES_COLS " FROM series WHERE study_pk = ?1 ORDER BY series_pk";
+constexpr const char* kInstancesOfSeries =
+    "SELECT " PHI_INSTANCE_COLS
+    " FROM instances i JOIN series s ON s.series_pk = i.series_pk"
+    " WHERE i.series_pk = ?1 ORDER BY i.instance_pk";
+constexpr const char* kInstancesOfStudy =
+    "SELECT " PHI_INSTANCE_COLS
+    " FROM instances i JOIN series s ON s.series_pk = i.series_pk"
+    " WHERE s.study_pk = ?1 ORDER BY i.instance_pk";
+constexpr const char* kInstanceBySop =
+    "SELECT " PHI_INSTANCE_COLS
+    " FROM instances i JOIN series s ON s.series_pk = i.series_pk WHERE i.sop_uid_token = ?1";
+constexpr const char* kCountObjects =
+    "SELECT (SELECT count(*) FROM studies), (SELECT count(*) FROM series),"
+    " (SELECT count(*) FROM instances), (SELECT ifnull(sum(size_bytes), 0) FROM instances)";
+constexpr const char* kAllObjectIds = "SELECT object_id FROM instances ORDER BY object_id";
+constexpr const char* kStudyBytes = "SELECT total_bytes FROM studies WHERE study_pk = ?1";
+constexpr const char* kReadAudit =
+    "SELECT " PHI_AUDIT_COLS " FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+constexpr const char* kLastAudit = "SELECT " PHI_AUDIT_COLS " FROM audit ORDER BY seq DESC LIMIT 1";
+
+constexpr const char* kInsertKey =
+    "INSERT INTO study_keys(key_id, kek_id, wrapped, created_at) VALUES (?1, ?2, ?3, ?4)";
+constexpr const char* kRewrapKey =
+    "UPDATE study_keys SET kek_id = ?2, wrapped = ?3, rewrapped_at = ?4 WHERE key_id = ?1";
+constexpr const char* kDeleteKey = "DELETE FROM study_keys WHERE key_id = ?1";
+constexpr const char* kInsertStudy =
+    "INSERT INTO studies(key_id, study_uid_token, patient_id_token, accession_token, study_year,"
+    " created_at, updated_at, last_access_at, phi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)";
+constexpr const char* kUpdateStudyPhi =
+    "UPDATE studies SET patient_id_token = ?2, accession_token = ?3, study_year = ?4, phi = ?5,"
+    " conflict = ?6, updated_at = ?7 WHERE study_pk = ?1";
+constexpr const char* kSetHold = "UPDATE studies SET legal_hold = ?2 WHERE study_pk = ?1";
+constexpr const char* kTouch = "UPDATE studies SET last_access_at = ?2 WHERE study_pk = ?1";
+constexpr const char* kStudyUpdated = "UPDATE studies SET updated_at = ?2 WHERE study_pk = ?1";
+constexpr const char* kDeleteStudy = "DELETE FROM studies WHERE study_pk = ?1";
+constexpr const char* kObjectIdsOfStudy =
+    "SELECT i.object_id FROM instances i JOIN series s ON s.series_pk = i.series_pk"
+    " WHERE s.study_pk = ?1 ORDER BY i.object_id";
+constexpr const char* kSeriesByToken =
+    "SELECT series_pk, study_pk FROM series WHERE series_uid_token = ?1";
+constexpr const char* kInsertSeries =
+    "INSERT INTO series(study_pk, series_uid_token, modality, series_number, phi)"
+    " VALUES (?1, ?2, ?3, ?4, ?5)";
+constexpr const char* kStudyOfSeries = "SELECT study_pk FROM series WHERE series_pk = ?1";
+constexpr const char* kInsertInstance =
+    "INSERT INTO instances(series_pk, sop_uid_token, sop_class_uid, transfer_syntax_uid,"
+    " instance_number, object_id, size_bytes, stored_at, phi)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+constexpr const char* kInstanceIdBySop =
+    "SELECT instance_pk, object_id FROM instances WHERE sop_uid_token = ?1";
+constexpr const char* kReplaceInstance =
+    "UPDATE instances SET series_pk = ?2, sop_class_uid = ?3, transfer_syntax_uid = ?4,"
+    " instance_number = ?5, object_id = ?6, size_bytes = ?7, stored_at = ?8, phi = ?9"
+    " WHERE instance_pk = ?1";
+constexpr const char* kPutMeta =
+    "INSERT INTO meta(key, value) VALUES (?1, ?2)"
+    " ON CONFLICT(key) DO UPDATE SET value = excluded.value";
+constexpr const char* kInsertAudit =
+    "INSERT INTO audit(" PHI_AUDIT_COLS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+// ---- validation (every input is bounded) ----
+
+Status CheckToken(const Token& t, const char* what) {
+  if (t.size() != kTokenBytes) {
+    return Status::InvalidArgument(std::string("catalog: ") + what + " must be 32 bytes");
+  }
+  return Status::Ok();
+}
+Status CheckOptToken(const std::optional<Token>& t, const char* what) {
+  return t ? CheckToken(*t, what) : Status::Ok();
+}
+Status CheckText(const std::string& s, const char* what, bool required) {
+  if (required && s.empty()) {
+    return Status::InvalidArgument(std::string("catalog: empty ") + what);
+  }
+  if (s.size() > kMaxTextBytes) {
+    return Status::InvalidArgument(std::string("catalog: ") + what + " too long");
+  }
+  return Status::Ok();
+}
+Status CheckBlob(const Blob& b, const char* what) {
+  if (b.empty()) return Status::InvalidArgument(std::string("catalog: empty ") + what);
+  if (b.size() > kMaxBlobBytes) {
+    return Status::InvalidArgument(std::string("catalog: ") + what + " too large");
+  }
+  return Status::Ok();
+}
+Status CheckYear(const std::optional<int32_t>& y) {
+  if (y && (*y < 0 || *y > 9999))
+    return Status::InvalidArgument("catalog: study_year out of range");
+  return Status::Ok();
+}
+
+// ---- row readers ----
+
+StudyRow ReadStudy(const Stmt& st) {
+  StudyRow r;
+  r.study_pk = st.Int(0);
+  r.key_id = st.Text(1);
+  r.study_uid_token = st.BlobCol(2);
+  r.patient_id_token = st.OptBlob(3);
+  r.accession_token = st.OptBlob(4);
+  r.study_year = st.OptInt(5);
+  r.modalities = st.Text(6);
+  r.num_series = st.Int(7);
+  r.num_instances = st.Int(8);
+  r.total_bytes = st.Int(9);
+  r.created_at = st.Int(10);
+  r.updated_at = st.Int(11);
+  r.last_access_at = st.Int(12);
+  r.legal_hold = st.Int(13) != 0;
+  r.conflict = st.Int(14) != 0;
+  r.phi = st.BlobCol(15);
+  return r;
+}
+
+SeriesRow ReadSeries(const Stmt& st) {
+  SeriesRow r;
+  r.series_pk = st.Int(0);
+  r.study_pk = st.Int(1);
+  r.series_uid_token = st.BlobCol(2);
+  r.modality = st.Text(3);
+  r.series_number = st.OptInt(4);
+  r.num_instances = st.Int(5);
+  r.phi = st.BlobCol(6);
+  return r;
+}
+
+InstanceRow ReadInstance(const Stmt& st) {
+  InstanceRow r;
+  r.instance_pk = st.Int(0);
+  r.series_pk = st.Int(1);
+  r.study_pk = st.Int(2);
+  r.sop_uid_token = st.BlobCol(3);
+  r.sop_class_uid = st.Text(4);
+  r.transfer_syntax_uid = st.Text(5);
+  r.instance_number = st.OptInt(6);
+  r.object_id = st.Text(7);
+  r.size_bytes = st.Int(8);
+  r.stored_at = st.Int(9);
+  r.phi = st.BlobCol(10);
+  return r;
+}
+
+StudyKeyRow ReadKey(const Stmt& st) {
+  StudyKeyRow r;
+  r.key_id = st.Text(0);
+  r.kek_id = st.Text(1);
+  r.wrapped = st.BlobCol(2);
+  r.created_at = st.Int(3);
+  return r;
+}
+
+void CopyDigest(const std::string& b, crypto::Digest& d) {
+  d.fill(std::byte{0});
+  std::memcpy(d.data(), b.data(), std::min(b.size(), d.size()));
+}
+
+audit::AuditRecord ReadAuditRow(const Stmt& st) {
+  audit::AuditRecord r;
+  r.seq = st.Int(0);
+  r.time_us = st.Int(1);
+  r.actor = st.Text(2);
+  r.action = st.Text(3);
+  r.object = st.Text(4);
+  r.outcome = st.Text(5);
+  r.peer = st.Text(6);
+  r.detail = st.Text(7);
+  CopyDigest(st.BlobCol(8), r.prev_hash);
+  CopyDigest(st.BlobCol(9), r.mac);
+  return r;
+}
+
+std::string_view DigestView(const crypto::Digest& d) {
+  return {reinterpret_cast<const char*>(d.data()), d.size()};
+}
+
+template <typename T, typename F>
+Result<T> QueryOne(Db& db, const char* sql, F bind, T (*read)(const Stmt&), const char* what) {
+  PHI_ASSIGN_OR_RETURN(Stmt st, db.Prepare(sql));
+  PHI_RETURN_IF_ERROR(bind(st));
+  PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+  if (!row) return Status::NotFound(std::string("catalog: no such ") + what);
+  return read(st);
+}
+
+template <typename T, typename F>
+Result<std::vector<T>> QueryAll(Db& db, const char* sql, F bind, T (*read)(const Stmt&)) {
+  PHI_ASSIGN_OR_RETURN(Stmt st, db.Prepare(sql));
+  PHI_RETURN_IF_ERROR(bind(st));
+  std::vector<T> out;
+  for (;;) {
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    out.push_back(read(st));
+  }
+  return out;
+}
+
+Status ApplyPragmas(Db& db, int busy_timeout_ms, bool query_only) {
+  int on = 1;
+  sqlite3_db_config(db.raw(), SQLITE_DBCONFIG_DEFENSIVE, 1, &on);
+  sqlite3_db_config(db.raw(), SQLITE_DBCONFIG_TRUSTED_SCHEMA, 0, &on);
+  PHI_RETURN_IF_ERROR(db.Exec("PRAGMA busy_timeout = " + std::to_string(busy_timeout_ms)));
+  PHI_ASSIGN_OR_RETURN(std::string mode, db.QueryText("PRAGMA journal_mode = WAL"));
+  if (mode != "wal")
+    return Status::IOError("catalog: cannot enable WAL (journal_mode=" + mode + ")");
+  PHI_RETURN_IF_ERROR(
+      db.Exec("PRAGMA synchronous = FULL; PRAGMA secure_delete = ON; PRAGMA foreign_keys = ON;"
+              "PRAGMA trusted_schema = OFF;"));
+  if (query_only) PHI_RETURN_IF_ERROR(db.Exec("PRAGMA query_only = ON"));
+  return Status::Ok();
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Jobs and the reader pool
+
+struct SqliteCatalog::Job {
+  std::function<Status(WriteTxn&)> txn;  // a write transaction closure, or
+  std::function<Status(Db&)> raw;        // a statement outside any transaction
+  std::promise<Status> done;
+};
+
+class SqliteCatalog::ReaderLease {
+ public:
+  ReaderLease(SqliteCatalog* c, Db* db) : c_(c), db_(db) {}
+  ReaderLease(ReaderLease&& o) noexcept : c_(o.c_), db_(o.db_) { o.db_ = nullptr; }
+  ReaderLease(const ReaderLease&) = delete;
+  ReaderLease& operator=(const ReaderLease&) = delete;
+  ReaderLease& operator=(ReaderLease&&) = delete;
+  ~ReaderLease() {
+    if (db_ != nullptr) c_->ReleaseReader(db_);
+  }
+  Db& db() { return *db_; }
+
+ private:
+  SqliteCatalog* c_;
+  Db* db_;
+};
+
+Result<SqliteCatalog::ReaderLease> SqliteCatalog::AcquireReader() {
+  std::unique_lock<std::mutex> lk(readers_mu_);
+  readers_cv_.wait(lk, [this] { return !free_readers_.empty(); });
+  Db* db = free_readers_.back();
+  free_readers_.pop_back();
+  return ReaderLease(this, db);
+}
+
+void SqliteCatalog::ReleaseReader(Db* db) {
+  {
+    std::lock_guard<std::mutex> lk(readers_mu_);
+    free_readers_.push_back(db);
+  }
+  readers_cv_.notify_one();
+}
+
+// ---------------------------------------------------------------------------
+// The write transaction
+
+class SqliteWriteTxn final : public WriteTxn {
+ public:
+  SqliteWriteTxn(SqliteCatalog& c, Db& db) : c_(c), db_(db) {}
+
+  Status PutStudyKey(const StudyKeyRow& row) override {
+    PHI_RETURN_IF_ERROR(CheckText(row.key_id, "key_id", true));
+    PHI_RETURN_IF_ERROR(CheckText(row.kek_id, "kek_id", true));
+    PHI_RETURN_IF_ERROR(CheckBlob(row.wrapped, "wrapped key"));
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertKey));
+    PHI_RETURN_IF_ERROR(st.BindText(1, row.key_id));
+    PHI_RETURN_IF_ERROR(st.BindText(2, row.kek_id));
+    PHI_RETURN_IF_ERROR(st.BindBlob(3, row.wrapped));
+    PHI_RETURN_IF_ERROR(st.BindInt(4, c_.NowSeconds()));
+    return st.Run();
+  }
+
+  Status UpdateStudyKeyWrap(const std::string& key_id, const std::string& kek_id,
+                            const Blob& wrapped) override {
+    PHI_RETURN_IF_ERROR(CheckText(key_id, "key_id", true));
+    PHI_RETURN_IF_ERROR(CheckText(kek_id, "kek_id", true));
+    PHI_RETURN_IF_ERROR(CheckBlob(wrapped, "wrapped key"));
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kRewrapKey));
+    PHI_RETURN_IF_ERROR(st.BindText(1, key_id));
+    PHI_RETURN_IF_ERROR(st.BindText(2, kek_id));
+    PHI_RETURN_IF_ERROR(st.BindBlob(3, wrapped));
+    PHI_RETURN_IF_ERROR(st.BindInt(4, c_.NowSeconds()));
+    PHI_RETURN_IF_ERROR(st.Run());
+    return Changed("study key");
+  }
+
+  Status DeleteStudyKey(const std::string& key_id) override {
+    PHI_RETURN_IF_ERROR(CheckText(key_id, "key_id", true));
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kDeleteKey));
+    PHI_RETURN_IF_ERROR(st.BindText(1, key_id));
+    Status s = st.Run();
+    if (!s.ok()) return s.WithContext("delete study key (still referenced by a study?)");
+    return Changed("study key");
+  }
+
+  Result<StudyKeyRow> GetStudyKey(const std::string& key_id) override {
+    PHI_RETURN_IF_ERROR(CheckText(key_id, "key_id", true));
+    return QueryOne<StudyKeyRow>(
+        db_, kSelectKey, [&](Stmt& st) { return st.BindText(1, key_id); }, &ReadKey, "study key");
+  }
+
+  Result<int64_t> UpsertStudy(const NewStudy& s, bool* created) override {
+    if (created) *created = false;
+    PHI_RETURN_IF_ERROR(CheckText(s.key_id, "key_id", true));
+    PHI_RETURN_IF_ERROR(CheckToken(s.study_uid_token, "study_uid_token"));
+    PHI_RETURN_IF_ERROR(CheckOptToken(s.patient_id_token, "patient_id_token"));
+    PHI_RETURN_IF_ERROR(CheckOptToken(s.accession_token, "accession_token"));
+    PHI_RETURN_IF_ERROR(CheckYear(s.study_year));
+    PHI_RETURN_IF_ERROR(CheckBlob(s.phi, "study phi"));
+    Result<StudyRow> existing = FindStudyByUidToken(s.study_uid_token);
+    if (existing.ok()) return existing->study_pk;
+    if (existing.status().code() != Code::kNotFound) return existing.status();
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertStudy));
+    PHI_RETURN_IF_ERROR(st.BindText(1, s.key_id));
+    PHI_RETURN_IF_ERROR(st.BindBlob(2, s.study_uid_token));
+    PHI_RETURN_IF_ERROR(st.BindOptBlob(3, s.patient_id_token));
+    PHI_RETURN_IF_ERROR(st.BindOptBlob(4, s.accession_token));
+    PHI_RETURN_IF_ERROR(st.BindOptInt(5, s.study_year));
+    PHI_RETURN_IF_ERROR(st.BindInt(6, c_.NowSeconds()));
+    PHI_RETURN_IF_ERROR(st.BindBlob(7, s.phi));
+    PHI_RETURN_IF_ERROR(st.Run());
+    if (created) *created = true;
+    return static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));
+  }
+
+  Result<StudyRow> FindStudyByUidToken(const Token& t) override {
+    PHI_RETURN_IF_ERROR(CheckToken(t, "study_uid_token"));
+    return QueryOne<StudyRow>(
+        db_, kSelectStudyByToken, [&](Stmt& st) { return st.BindBlob(1, t); }, &ReadStudy, "study");
+  }
+
+  Status UpdateStudyPhi(int64_t study_pk, const StudyPhiUpdate& u) override {
+    PHI_RETURN_IF_ERROR(CheckOptToken(u.patient_id_token, "patient_id_token"));
+    PHI_RETURN_IF_ERROR(CheckOptToken(u.accession_token, "accession_token"));
+    PHI_RETURN_IF_ERROR(CheckYear(u.study_year));
+    PHI_RETURN_IF_ERROR(CheckBlob(u.phi, "study phi"));
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kUpdateStudyPhi));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+    PHI_RETURN_IF_ERROR(st.BindOptBlob(2, u.patient_id_token));
+    PHI_RETURN_IF_ERROR(st.BindOptBlob(3, u.accession_token));
+    PHI_RETURN_IF_ERROR(st.BindOptInt(4, u.study_year));
+    PHI_RETURN_IF_ERROR(st.BindBlob(5, u.phi));
+    PHI_RETURN_IF_ERROR(st.BindInt(6, u.conflict ? 1 : 0));
+    PHI_RETURN_IF_ERROR(st.BindInt(7, c_.NowSeconds()));
+    PHI_RETURN_IF_ERROR(st.Run());
+    return Changed("study");
+  }
+
+  Status SetLegalHold(int64_t study_pk, bool hold) override {
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kSetHold));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+    PHI_RETURN_IF_ERROR(st.BindInt(2, hold ? 1 : 0));
+    PHI_RETURN_IF_ERROR(st.Run());
+    return Changed("study");
+  }
+
+  Status TouchStudy(int64_t study_pk) override {
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kTouch));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+    PHI_RETURN_IF_ERROR(st.BindInt(2, c_.NowSeconds()));
+    PHI_RETURN_IF_ERROR(st.Run());
+    return Changed("study");
+  }
+
+  Result<DeletedStudy> DeleteStudy(int64_t study_pk) override {
+    PHI_ASSIGN_OR_RETURN(StudyRow study, QueryOne<StudyRow>(
+                                             db_, kSelectStudyByPk,
+                                             [&](Stmt& st) { return st.BindInt(1, study_pk); },
+                                             &ReadStudy, "study"));
+    if (study.legal_hold) {
+      return Status::PermissionDenied("catalog: study " + std::to_string(study_pk) +
+                                      " is under legal hold");
+    }
+    DeletedStudy d;
+    d.study_pk = study_pk;
+    d.key_id = study.key_id;
+    d.num_instances = study.num_instances;
+    d.total_bytes = study.total_bytes;
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kObjectIdsOfStudy));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+      for (;;) {
+        PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+        if (!row) break;
+        d.object_ids.push_back(st.Text(0));
+      }
+    }
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kDeleteStudy));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+    PHI_RETURN_IF_ERROR(st.Run());
+    PHI_RETURN_IF_ERROR(Changed("study"));
+    return d;
+  }
+
+  Result<int64_t> UpsertSeries(const NewSeries& s, bool* created) override {
+    if (created) *created = false;
+    PHI_RETURN_IF_ERROR(CheckToken(s.series_uid_token, "series_uid_token"));
+    PHI_RETURN_IF_ERROR(CheckText(s.modality, "modality", false));
+    PHI_RETURN_IF_ERROR(CheckBlob(s.phi, "series phi"));
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kSeriesByToken));
+      PHI_RETURN_IF_ERROR(st.BindBlob(1, s.series_uid_token));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) {
+        if (st.Int(1) != s.study_pk) {
+          return Status::InvalidArgument("catalog: series belongs to another study");
+        }
+        return st.Int(0);
+      }
+    }
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertSeries));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, s.study_pk));
+    PHI_RETURN_IF_ERROR(st.BindBlob(2, s.series_uid_token));
+    PHI_RETURN_IF_ERROR(st.BindText(3, s.modality));
+    PHI_RETURN_IF_ERROR(st.BindOptInt(4, s.series_number));
+    PHI_RETURN_IF_ERROR(st.BindBlob(5, s.phi));
+    PHI_RETURN_IF_ERROR(st.Run());
+    if (created) *created = true;
+    int64_t pk = sqlite3_last_insert_rowid(db_.raw());
+    PHI_RETURN_IF_ERROR(MarkStudyUpdated(s.study_pk));
+    return pk;
+  }
+
+  Result<int64_t> InsertInstance(const NewInstance& i) override {
+    PHI_RETURN_IF_ERROR(CheckInstance(i));
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertInstance));
+    PHI_RETURN_IF_ERROR(BindInstance(st, i, 1));
+    PHI_RETURN_IF_ERROR(st.Run());
+    int64_t pk = sqlite3_last_insert_rowid(db_.raw());
+    PHI_RETURN_IF_ERROR(MarkSeriesStudyUpdated(i.series_pk));
+    return pk;
+  }
+
+  Result<std::string> ReplaceInstance(const NewInstance& i) override {
+    PHI_RETURN_IF_ERROR(CheckInstance(i));
+    int64_t pk = 0;
+    std::string old_object;
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInstanceIdBySop));
+      PHI_RETURN_IF_ERROR(st.BindBlob(1, i.sop_uid_token));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return Status::NotFound("catalog: no such instance");
+      pk = st.Int(0);
+      old_object = st.Text(1);
+    }
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kReplaceInstance));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, pk));
+    PHI_RETURN_IF_ERROR(st.BindInt(2, i.series_pk));
+    PHI_RETURN_IF_ERROR(st.BindText(3, i.sop_class_uid));
+    PHI_RETURN_IF_ERROR(st.BindText(4, i.transfer_syntax_uid));
+    PHI_RETURN_IF_ERROR(st.BindOptInt(5, i.instance_number));
+    PHI_RETURN_IF_ERROR(st.BindText(6, i.object_id));
+    PHI_RETURN_IF_ERROR(st.BindInt(7, i.size_bytes));
+    PHI_RETURN_IF_ERROR(st.BindInt(8, c_.NowSeconds()));
+    PHI_RETURN_IF_ERROR(st.BindBlob(9, i.phi));
+    PHI_RETURN_IF_ERROR(st.Run());
+    PHI_RETURN_IF_ERROR(MarkSeriesStudyUpdated(i.series_pk));
+    return old_object;
+  }
+
+  Result<InstanceRow> FindInstanceBySopToken(const Token& t) override {
+    PHI_RETURN_IF_ERROR(CheckToken(t, "sop_uid_token"));
+    return QueryOne<InstanceRow>(
+        db_, kInstanceBySop, [&](Stmt& st) { return st.BindBlob(1, t); }, &ReadInstance,
+        "instance");
+  }
+
+  Status PutMeta(const std::string& key, const Blob& value) override {
+    PHI_RETURN_IF_ERROR(CheckText(key, "meta key", true));
+    if (value.size() > kMaxBlobBytes)
+      return Status::InvalidArgument("catalog: meta value too large");
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kPutMeta));
+    PHI_RETURN_IF_ERROR(st.BindText(1, key));
+    PHI_RETURN_IF_ERROR(st.BindBlob(2, value));
+    return st.Run();
+  }
+
+  Result<Blob> GetMeta(const std::string& key) override {
+    PHI_RETURN_IF_ERROR(CheckText(key, "meta key", true));
+    return QueryOne<Blob>(
+        db_, kSelectMeta, [&](Stmt& st) { return st.BindText(1, key); },
+        +[](const Stmt& st) { return st.BlobCol(0); }, "meta key");
+  }
+
+  Result<int64_t> AppendAudit(const audit::AuditEvent& ev) override {
+    const SystemTime t = ev.time == SystemTime{} ? c_.env_.Now() : ev.time;
+    const int64_t time_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(t.time_since_epoch()).count();
+    const audit::ChainHead before = c_.audit_head_;
+    PHI_ASSIGN_OR_RETURN(audit::AuditRecord r,
+                         audit::MakeNext(c_.audit_head_, ev, time_us, c_.options_.audit_mac));
+    Status s = InsertAudit(r);
+    if (!s.ok()) {
+      c_.audit_head_ = before;
+      return s;
+    }
+    return r.seq;
+  }
+
+ private:
+  Status InsertAudit(const audit::AuditRecord& r) {
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertAudit));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, r.seq));
+    PHI_RETURN_IF_ERROR(st.BindInt(2, r.time_us));
+    PHI_RETURN_IF_ERROR(st.BindText(3, r.actor));
+    PHI_RETURN_IF_ERROR(st.BindText(4, r.action));
+    PHI_RETURN_IF_ERROR(st.BindText(5, r.object));
+    PHI_RETURN_IF_ERROR(st.BindText(6, r.outcome));
+    PHI_RETURN_IF_ERROR(st.BindText(7, r.peer));
+    PHI_RETURN_IF_ERROR(st.BindText(8, r.detail));
+    PHI_RETURN_IF_ERROR(st.BindBlob(9, DigestView(r.prev_hash)));
+    PHI_RETURN_IF_ERROR(st.BindBlob(10, DigestView(r.mac)));
+    return st.Run();
+  }
+
+  Status CheckInstance(const NewInstance& i) {
+    PHI_RETURN_IF_ERROR(CheckToken(i.sop_uid_token, "sop_uid_token"));
+    PHI_RETURN_IF_ERROR(CheckText(i.sop_class_uid, "sop_class_uid", false));
+    PHI_RETURN_IF_ERROR(CheckText(i.transfer_syntax_uid, "transfer_syntax_uid", false));
+    PHI_RETURN_IF_ERROR(CheckText(i.object_id, "object_id", true));
+    PHI_RETURN_IF_ERROR(CheckBlob(i.phi, "instance phi"));
+    if (i.size_bytes < 0) return Status::InvalidArgument("catalog: negative size_bytes");
+    return Status::Ok();
+  }
+
+  Status BindInstance(Stmt& st, const NewInstance& i, int first) {
+    PHI_RETURN_IF_ERROR(st.BindInt(first, i.series_pk));
+    PHI_RETURN_IF_ERROR(st.BindBlob(first + 1, i.sop_uid_token));
+    PHI_RETURN_IF_ERROR(st.BindText(first + 2, i.sop_class_uid));
+    PHI_RETURN_IF_ERROR(st.BindText(first + 3, i.transfer_syntax_uid));
+    PHI_RETURN_IF_ERROR(st.BindOptInt(first + 4, i.instance_number));
+    PHI_RETURN_IF_ERROR(st.BindText(first + 5, i.object_id));
+    PHI_RETURN_IF_ERROR(st.BindInt(first + 6, i.size_bytes));
+    PHI_RETURN_IF_ERROR(st.BindInt(first + 7, c_.NowSeconds()));
+    return st.BindBlob(first + 8, i.phi);
+  }
+
+  Status MarkStudyUpdated(int64_t study_pk) {
+    PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kStudyUpdated));
+    PHI_RETURN_IF_ERROR(st.BindInt(1, study_pk));
+    PHI_RETURN_IF_ERROR(st.BindInt(2, c_.NowSeconds()));
+    return st.Run();
+  }
+
+  Status MarkSeriesStudyUpdated(int64_t series_pk) {
+    int64_t study_pk = 0;
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kStudyOfSeries));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, series_pk));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return Status::NotFound("catalog: no such series");
+      study_pk = st.Int(0);
+    }
+    return MarkStudyUpdated(study_pk);
+  }
+
+  Status Changed(const char* what) {
+    if (sqlite3_changes(db_.raw()) == 0)
+      return Status::NotFound(std::string("catalog: no such ") + what);
+    return Status::Ok();
+  }
+
+  SqliteCatalog& c_;
+  Db& db_;
+};
+
+// ---------------------------------------------------------------------------
+// Open / close
+
+SqliteCatalog::SqliteCatalog(Path path, Env& env, Options options)
+    : path_(std::move(path)), env_(env), options_(std::move(options)) {}
+
+Result<std::unique_ptr<SqliteCatalog>> SqliteCatalog::Open(const Path& storage_root, Env& env,
+                                                           Options options) {
+  if (options.readers == 0) options.readers = 1;
+  if (options.max_batch == 0) options.max_batch = 1;
+  if (options.schema_version_for_test < 0 ||
+      options.schema_version_for_test > LatestSchemaVersion()) {
+    return Status::InvalidArgument("catalog: bad schema_version_for_test");
+  }
+  PHI_RETURN_IF_ERROR(env.CreateDirs(storage_root));
+  std::unique_ptr<SqliteCatalog> c(new SqliteCatalog(storage_root / kFileName, env, options));
+  PHI_RETURN_IF_ERROR(c->Init());
+  return c;
+}
+
+Status SqliteCatalog::Init() {
+  // Create the file ourselves so it is 0600 from the start; SQLite gives its
+  // -wal and -shm files the main file's permissions.
+  if (!env_.FileExists(path_)) {
+    PHI_ASSIGN_OR_RETURN(WritableFilePtr f, env_.NewWritableFile(path_));
+    PHI_RETURN_IF_ERROR(f->Close());
+    PHI_RETURN_IF_ERROR(env_.SyncDir(path_.parent_path()));
+  }
+  struct stat st {};
+  if (::stat(path_.c_str(), &st) != 0) return PosixError("stat " + path_.string(), errno);
+  if ((st.st_mode & 0077) != 0) {
+    PHI_LOG(kWarning, "catalog file was group/world accessible; setting mode 0600",
+            {{"path", log::Safe(path_.string())}});
+    if (::chmod(path_.c_str(), 0600) != 0) return PosixError("chmod " + path_.string(), errno);
+  }
+
+  PHI_ASSIGN_OR_RETURN(writer_db_, Db::Open(path_.string(), SQLITE_OPEN_READWRITE));
+  PHI_RETURN_IF_ERROR(ApplyPragmas(*writer_db_, options_.busy_timeout_ms, false));
+
+  // Migrations, all in one transaction.
+  PHI_ASSIGN_OR_RETURN(int64_t version, writer_db_->QueryInt("PRAGMA user_version"));
+  const int latest = LatestSchemaVersion();
+  if (version > latest) {
+    return Status::Unavailable("catalog: schema version " + std::to_string(version) +
+                               " is newer than this build supports (" + std::to_string(latest) +
+                               ")");
+  }
+  if (version < 0) return Status::Corruption("catalog: negative schema version");
+  const int target =
+      options_.schema_version_for_test > 0 ? options_.schema_version_for_test : latest;
+  if (version < target) {
+    PHI_RETURN_IF_ERROR(writer_db_->Exec("BEGIN IMMEDIATE"));
+    Status s;
+    for (const Migration& m : Migrations()) {
+      if (m.version <= version || m.version > target) continue;
+      s = writer_db_->Exec(m.sql);
+      if (!s.ok()) {
+        s = s.WithContext("catalog migration " + std::to_string(m.version) + " (" +
+                          std::string(m.name) + ")");
+        break;
+      }
+    }
+    if (s.ok()) s = writer_db_->Exec("PRAGMA user_version = " + std::to_string(target));
+    if (s.ok()) s = writer_db_->Exec("COMMIT");
+    if (!s.ok()) {
+      (void)writer_db_->Exec("ROLLBACK");
+      return s;
+    }
+    PHI_LOG(kInfo, "catalog schema migrated", {{"from", version}, {"to", target}});
+    version = target;
+  }
+  schema_version_ = static_cast<int>(version);
+
+  // The audit chain head.
+  if (schema_version_ >= 2) {
+    PHI_ASSIGN_OR_RETURN(Stmt st, writer_db_->Prepare(kLastAudit));
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) {
+      audit::AuditRecord last = ReadAuditRow(st);
+      audit_head_.seq = last.seq;
+      audit_head_.hash = audit::RecordHash(last);
+    }
+  }
+
+  for (size_t i = 0; i < options_.readers; ++i) {
+    PHI_ASSIGN_OR_RETURN(std::unique_ptr<Db> r, Db::Open(path_.string(), SQLITE_OPEN_READWRITE));
+    PHI_RETURN_IF_ERROR(ApplyPragmas(*r, options_.busy_timeout_ms, true));
+    free_readers_.push_back(r.get());
+    readers_.push_back(std::move(r));
+  }
+
+  writer_ = std::thread([this] { WriterLoop(); });
+  writer_id_ = writer_.get_id();
+  return Status::Ok();
+}
+
+SqliteCatalog::~SqliteCatalog() {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  // Statements are finalized and connections closed by ~Db (readers first).
+  readers_.clear();
+  writer_db_.reset();
+}
+
+// ---------------------------------------------------------------------------
+// The writer
+
+int64_t SqliteCatalog::NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(env_.Now().time_since_epoch()).count();
+}
+
+Status SqliteCatalog::health() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return sticky_;
+}
+
+void SqliteCatalog::SetSticky(const Status& s) {
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (sticky_.ok()) sticky_ = s;
+  }
+  PHI_LOG(kCritical, "catalog write failed; refusing writes until restart", {{"status", s}});
+}
+
+CatalogStats SqliteCatalog::stats() const {
+  CatalogStats out;
+#define PHI_INDEX_STAT_LOAD(n) out.n = stat_##n##_.load(std::memory_order_relaxed);
+  PHI_INDEX_STATS(PHI_INDEX_STAT_LOAD)
+#undef PHI_INDEX_STAT_LOAD
+  return out;
+}
+
+size_t SqliteCatalog::QueueDepthForTest() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return queue_.size();
+}
+
+Status SqliteCatalog::Enqueue(Job* job) {
+  if (std::this_thread::get_id() == writer_id_) {
+    return Status::Internal("catalog: Write/Checkpoint called from inside a write closure");
+  }
+  std::future<Status> f = job->done.get_future();
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    if (!sticky_.ok()) return sticky_;
+    if (stop_) return Status::Unavailable("catalog: closing");
+    queue_.push_back(job);
+  }
+  cv_.notify_one();
+  return f.get();
+}
+
+Status SqliteCatalog::Write(std::function<Status(WriteTxn&)> fn) {
+  if (!fn) return Status::InvalidArgument("catalog: empty write closure");
+  Job job;
+  job.txn = std::move(fn);
+  return Enqueue(&job);
+}
+
+Status SqliteCatalog::Checkpoint() {
+  Job job;
+  job.raw = [this](Db& db) -> Status {
+    PHI_ASSIGN_OR_RETURN(Stmt st, db.PrepareOnce("PRAGMA wal_checkpoint(TRUNCATE)"));
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row && st.Int(0) != 0) {
+      return Status::Unavailable("catalog: checkpoint blocked by a reader; retry");
+    }
+    stat_checkpoints_.fetch_add(1, std::memory_order_relaxed);
+    return Status::Ok();
+  };
+  return Enqueue(&job);
+}
+
+void SqliteCatalog::WriterLoop() {
+  for (;;) {
+    std::vector<Job*> batch;
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stop_ and drained
+      if (queue_.front()->raw) {
+        batch.push_back(queue_.front());
+        queue_.pop_front();
+      } else {
+        while (!queue_.empty() && !queue_.front()->raw && batch.size() < options_.max_batch) {
+          batch.push_back(queue_.front());
+          queue_.pop_front();
+        }
+      }
+    }
+    if (batch.front()->raw) {
+      RunRaw(batch.front());
+    } else {
+      RunBatch(batch);
+    }
+  }
+}
+
+void SqliteCatalog::RunRaw(Job* job) {
+  Status s = health();
+  if (s.ok()) s = job->raw(*writer_db_);
+  job->done.set_value(s);
+}
+
+void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
+  Db& db = *writer_db_;
+  auto fail_all = [&](const Status& s) {
+    stat_transactions_.fetch_add(batch.size(), std::memory_order_relaxed);
+    stat_transactions_failed_.fetch_add(batch.size(), std::memory_order_relaxed);
+    for (Job* j : batch) j->done.set_value(s);
+  };
+  Status sticky = health();
+  if (!sticky.ok()) return fail_all(sticky);
+
+  Status s = db.Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) {
+    stat_commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    if (s.code() != Code::kUnavailable) SetSticky(s);
+    return fail_all(s);
+  }
+  const audit::ChainHead batch_head = audit_head_;
+  std::vector<Status> results(batch.size());
+  Status batch_error;
+  for (size_t i = 0; i < batch.size() && batch_error.ok(); ++i) {
+    const audit::ChainHead job_head = audit_head_;
+    Status r = db.Exec("SAVEPOINT txn");
+    if (r.ok()) {
+      SqliteWriteTxn txn(*this, db);
+      try {
+        r = batch[i]->txn(txn);
+      } catch (...) {
+        r = Status::Internal("catalog: write closure threw");
+      }
+    } else {
+      batch_error = r;
+      break;
+    }
+    if (sqlite3_get_autocommit(db.raw()) != 0) {
+      // SQLite rolled back the whole transaction (I/O error, disk full...):
+      // every closure of the batch is lost.
+      batch_error = r.ok() ? Status::IOError("catalog: transaction rolled back by SQLite") : r;
+      break;
+    }
+    Status end;
+    if (r.ok()) {
+      end = db.Exec("RELEASE txn");
+    } else {
+      audit_head_ = job_head;
+      end = db.Exec("ROLLBACK TO txn");
+      if (end.ok()) end = db.Exec("RELEASE txn");
+    }
+    if (!end.ok()) {
+      batch_error = end;
+      break;
+    }
+    results[i] = r;
+  }
+  if (batch_error.ok()) {
+    batch_error = db.Exec("COMMIT");
+  }
+  if (!batch_error.ok()) {
+    audit_head_ = batch_head;
+    if (sqlite3_get_autocommit(db.raw()) == 0) (void)db.Exec("ROLLBACK");
+    stat_commit_failures_.fetch_add(1, std::memory_order_relaxed);
+    // Disk full with a clean rollback is recoverable; anything else leaves
+    // the state unknown: refuse further writes until restart.
+    if (batch_error.code() != Code::kResourceExhausted || sqlite3_get_autocommit(db.raw()) == 0) {
+      SetSticky(batch_error);
+    }
+    return fail_all(batch_error);
+  }
+  stat_commits_.fetch_add(1, std::memory_order_relaxed);
+  stat_transactions_.fetch_add(batch.size(), std::memory_order_relaxed);
+  for (size_t i = 0; i < batch.size(); ++i) {
+    if (!results[i].ok()) stat_transactions_failed_.fetch_add(1, std::memory_order_relaxed);
+    batch[i]->done.set_value(results[i]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+#define PHI_WITH_READER(lease) PHI_ASSIGN_OR_RETURN(ReaderLease lease, AcquireReader())
+
+Result<StudyKeyRow> SqliteCatalog::GetStudyKey(const std::string& key_id) {
+  PHI_RETURN_IF_ERROR(CheckText(key_id, "key_id", true));
+  PHI_WITH_READER(r);
+  return QueryOne<StudyKeyRow>(
+      r.db(), kSelectKey, [&](Stmt& st) { return st.BindText(1, key_id); }, &ReadKey, "study key");
+}
+
+Result<std::vector<StudyKeyRow>> SqliteCatalog::ListStudyKeys(const std::string& after,
+                                                              size_t limit) {
+  if (limit == 0 || limit > kMaxCandidates) return Status::InvalidArgument("catalog: bad limit");
+  PHI_WITH_READER(r);
+  return QueryAll<StudyKeyRow>(
+      r.db(), kListKeys,
+      [&](Stmt& st) -> Status {
+        PHI_RETURN_IF_ERROR(st.BindText(1, after));
+        return st.BindInt(2, static_cast<int64_t>(limit));
+      },
+      &ReadKey);
+}
+
+Result<Blob> SqliteCatalog::GetMeta(const std::string& key) {
+  PHI_RETURN_IF_ERROR(CheckText(key, "meta key", true));
+  PHI_WITH_READER(r);
+  return QueryOne<Blob>(
+      r.db(), kSelectMeta, [&](Stmt& st) { return st.BindText(1, key); },
+      +[](const Stmt& st) { return st.BlobCol(0); }, "meta key");
+}
+
+Result<StudyRow> SqliteCatalog::FindStudyByUidToken(const Token& t) {
+  PHI_RETURN_IF_ERROR(CheckToken(t, "study_uid_token"));
+  PHI_WITH_READER(r);
+  return QueryOne<StudyRow>(
+      r.db(), kSelectStudyByToken, [&](Stmt& st) { return st.BindBlob(1, t); }, &ReadStudy,
+      "study");
+}
+
+Result<StudyRow> SqliteCatalog::GetStudy(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  return QueryOne<StudyRow>(
+      r.db(), kSelectStudyByPk, [&](Stmt& st) { return st.BindInt(1, study_pk); }, &ReadStudy,
+      "study");
+}
+
+Result<StudyCandidates> SqliteCatalog::QueryStudies(const StudyFilter& f) {
+  if (f.limit == 0 || f.limit > kMaxCandidates) {
+    return Status::InvalidArgument("catalog: candidate limit out of range");
+  }
+  if (f.study_uid_tokens.size() > kMaxStudyFilterTokens) {
+    return Status::InvalidArgument("catalog: too many study uid tokens");
+  }
+  for (const Token& t : f.study_uid_tokens) PHI_RETURN_IF_ERROR(CheckToken(t, "study_uid_token"));
+  PHI_RETURN_IF_ERROR(CheckOptToken(f.patient_id_token, "patient_id_token"));
+  PHI_RETURN_IF_ERROR(CheckOptToken(f.accession_token, "accession_token"));
+  if (f.modality) PHI_RETURN_IF_ERROR(CheckText(*f.modality, "modality", true));
+
+  // Dynamic SQL: only placeholders, never values, are spliced in.
+  std::string sql = "SELECT " PHI_STUDY_COLS " FROM studies WHERE study_pk > ?";
+  if (!f.study_uid_tokens.empty()) {
+    sql += " AND study_uid_token IN (?";
+    for (size_t i = 1; i < f.study_uid_tokens.size(); ++i) sql += ", ?";
+    sql += ")";
+  }
+  if (f.patient_id_token) sql += " AND patient_id_token = ?";
+  if (f.accession_token) sql += " AND accession_token = ?";
+  if (f.year_min || f.year_max) {
+    sql += " AND ((1";
+    if (f.year_min) sql += " AND study_year >= ?";
+    if (f.year_max) sql += " AND study_year <= ?";
+    sql += ")";
+    if (f.include_unknown_year) sql += " OR study_year IS NULL";
+    sql += ")";
+  }
+  if (f.modality) {
+    sql +=
+        " AND EXISTS (SELECT 1 FROM series s WHERE s.study_pk = studies.study_pk"
+        " AND s.modality = ?)";
+  }
+  if (f.created_min) sql += " AND created_at >= ?";
+  if (f.created_max) sql += " AND created_at <= ?";
+  sql += " ORDER BY study_pk LIMIT ?";
+
+  PHI_WITH_READER(r);
+  PHI_ASSIGN_OR_RETURN(Stmt st, r.db().PrepareOnce(sql));
+  int i = 1;
+  PHI_RETURN_IF_ERROR(st.BindInt(i++, f.after_study_pk));
+  for (const Token& t : f.study_uid_tokens) PHI_RETURN_IF_ERROR(st.BindBlob(i++, t));
+  if (f.patient_id_token) PHI_RETURN_IF_ERROR(st.BindBlob(i++, *f.patient_id_token));
+  if (f.accession_token) PHI_RETURN_IF_ERROR(st.BindBlob(i++, *f.accession_token));
+  if (f.year_min) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.year_min));
+  if (f.year_max) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.year_max));
+  if (f.modality) PHI_RETURN_IF_ERROR(st.BindText(i++, *f.modality));
+  if (f.created_min) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.created_min));
+  if (f.created_max) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.created_max));
+  PHI_RETURN_IF_ERROR(st.BindInt(i++, static_cast<int64_t>(f.limit) + 1));
+
+  StudyCandidates out;
+  for (;;) {
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (!row) break;
+    if (out.rows.size() == f.limit) {
+      out.truncated = true;
+      break;
+    }
+    out.rows.push_back(ReadStudy(st));
+  }
+  return out;
+}
+
+Result<std::vector<SeriesRow>> SqliteCatalog::ListSeries(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  return QueryAll<SeriesRow>(
+      r.db(), kListSeries, [&](Stmt& st) { return st.BindInt(1, study_pk); }, &ReadSeries);
+}
+
+Result<std::vector<InstanceRow>> SqliteCatalog::ListInstancesOfSeries(int64_t series_pk) {
+  PHI_WITH_READER(r);
+  return QueryAll<InstanceRow>(
+      r.db(), kInstancesOfSeries, [&](Stmt& st) { return st.BindInt(1, series_pk); },
+      &ReadInstance);
+}
+
+Result<std::vector<InstanceRow>> SqliteCatalog::ListInstancesOfStudy(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  return QueryAll<InstanceRow>(
+      r.db(), kInstancesOfStudy, [&](Stmt& st) { return st.BindInt(1, study_pk); }, &ReadInstance);
+}
+
+Result<InstanceRow> SqliteCatalog::GetInstanceBySopToken(const Token& t) {
+  PHI_RETURN_IF_ERROR(CheckToken(t, "sop_uid_token"));
+  PHI_WITH_READER(r);
+  return QueryOne<InstanceRow>(
+      r.db(), kInstanceBySop, [&](Stmt& st) { return st.BindBlob(1, t); }, &ReadInstance,
+      "instance");
+}
+
+Result<ObjectCounts> SqliteCatalog::CountObjects() {
+  PHI_WITH_READER(r);
+  return QueryOne<ObjectCounts>(
+      r.db(), kCountObjects, [](Stmt&) { return Status::Ok(); },
+      +[](const Stmt& st) {
+        return ObjectCounts{st.Int(0), st.Int(1), st.Int(2), st.Int(3)};
+      },
+      "counts");
+}
+
+Result<std::vector<std::string>> SqliteCatalog::ListAllObjectIds() {
+  PHI_WITH_READER(r);
+  return QueryAll<std::string>(
+      r.db(), kAllObjectIds, [](Stmt&) { return Status::Ok(); },
+      +[](const Stmt& st) { return st.Text(0); });
+}
+
+Result<int64_t> SqliteCatalog::StudyTotalBytes(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  return QueryOne<int64_t>(
+      r.db(), kStudyBytes, [&](Stmt& st) { return st.BindInt(1, study_pk); },
+      +[](const Stmt& st) { return st.Int(0); }, "study");
+}
+
+Result<std::vector<audit::AuditRecord>> SqliteCatalog::ReadAudit(int64_t after_seq, size_t limit) {
+  if (limit == 0 || limit > kMaxCandidates) return Status::InvalidArgument("catalog: bad limit");
+  if (schema_version_ < 2) return Status::Unavailable("catalog: no audit table at this version");
+  PHI_WITH_READER(r);
+  return QueryAll<audit::AuditRecord>(
+      r.db(), kReadAudit,
+      [&](Stmt& st) -> Status {
+        PHI_RETURN_IF_ERROR(st.BindInt(1, after_seq));
+        return st.BindInt(2, static_cast<int64_t>(limit));
+      },
+      &ReadAuditRow);
+}
+
+Result<std::vector<std::string>> SqliteCatalog::PragmaOnAllConnectionsForTest(
+    const std::string& name) {
+  for (char ch : name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_') {
+      return Status::InvalidArgument("bad pragma name");
+    }
+  }
+  std::vector<std::string> out;
+  std::string writer_value;
+  Job job;
+  job.raw = [&](Db& db) -> Status {
+    PHI_ASSIGN_OR_RETURN(writer_value, db.QueryText("PRAGMA " + name));
+    return Status::Ok();
+  };
+  PHI_RETURN_IF_ERROR(Enqueue(&job));
+  out.push_back(writer_value);
+  std::vector<ReaderLease> leases;
+  for (size_t i = 0; i < readers_.size(); ++i) {
+    PHI_ASSIGN_OR_RETURN(ReaderLease l, AcquireReader());
+    PHI_ASSIGN_OR_RETURN(std::string v, l.db().QueryText("PRAGMA " + name));
+    out.push_back(v);
+    leases.push_back(std::move(l));
+  }
+  return out;
+}
+
+}  // namespace phi::index

@@ -1,0 +1,161 @@
+// phi::index::SqliteCatalog: the embedded Catalog on one SQLite file,
+// <storage_root>/catalog.db (mode 0600; WAL, synchronous=FULL,
+// secure_delete=ON, foreign_keys=ON, trusted_schema=OFF, defensive mode, on
+// every connection).
+//
+// Writes go through ONE writer thread that owns the write connection (group
+// commit): callers enqueue closures and block; the writer takes everything
+// queued (up to Options::max_batch), BEGIN IMMEDIATE, runs each closure in
+// its own SAVEPOINT (RELEASE on OK, ROLLBACK TO on error: only that caller
+// sees the error), COMMITs once - one WAL fsync for the batch - and then
+// completes every caller. A COMMIT (or other I/O) failure fails every caller
+// of the batch and makes the catalog sticky-failed: health() and every later
+// Write() return the original error until the catalog is reopened.
+//
+// Reads use a pool of Options::readers read-only (query_only=ON) connections.
+// The schema is versioned with PRAGMA user_version and migrated at Open in
+// one transaction; a database newer than this build is refused.
+//
+// The audit chain head (last seq and hash) lives in the writer's memory,
+// loaded at Open; AppendAudit computes seq/prev_hash/mac inside the writer's
+// transaction, and a rolled-back closure rolls the head back too.
+//
+// Thread-safety: all public methods are thread-safe. The statistics are
+// atomics; the sticky status is guarded by mu_.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "libphi/audit/audit_log.h"
+#include "libphi/index/catalog.h"
+#include "libphi/util/env.h"
+
+namespace phi::index {
+
+class Db;
+class SqliteWriteTxn;
+
+// Counters (X-macro, one list per module).
+#define PHI_INDEX_STATS(X)                                                               \
+  X(transactions)        /* closures run by the writer */                                \
+  X(transactions_failed) /* closures that returned an error or were in a failed batch */ \
+  X(commits)             /* successful COMMITs (one fsync each) */                       \
+  X(commit_failures)     /* failed batches (BEGIN/COMMIT/auto-rollback) */               \
+  X(checkpoints)         /* successful wal_checkpoint(TRUNCATE) */
+
+struct CatalogStats {
+#define PHI_INDEX_STAT_FIELD(n) uint64_t n = 0;
+  PHI_INDEX_STATS(PHI_INDEX_STAT_FIELD)
+#undef PHI_INDEX_STAT_FIELD
+};
+
+class SqliteCatalog final : public Catalog {
+ public:
+  struct Options {
+    size_t readers = 4;           // read-only connections in the pool (>= 1)
+    size_t max_batch = 256;       // closures per group commit (>= 1)
+    int busy_timeout_ms = 10000;  // PRAGMA busy_timeout on every connection
+    // MAC of the audit chain (the vault's HMAC under its derived audit key).
+    // Without it, AppendAudit fails with Internal.
+    audit::MacFn audit_mac;
+    // Migrate only up to this version (0 = latest). Tests of migrations only.
+    int schema_version_for_test = 0;
+  };
+
+  static constexpr const char* kFileName = "catalog.db";
+  static constexpr size_t kMaxStudyFilterTokens = 1000;
+  static constexpr size_t kMaxCandidates = 100000;
+
+  // Creates the storage root (0700) and catalog.db (0600) when missing.
+  static Result<std::unique_ptr<SqliteCatalog>> Open(const Path& storage_root, Env& env,
+                                                     Options options);
+  static Result<std::unique_ptr<SqliteCatalog>> Open(const Path& storage_root, Env& env) {
+    return Open(storage_root, env, Options{});
+  }
+  // Drains the queue (queued writes still commit), stops the writer, closes.
+  ~SqliteCatalog() override;
+  SqliteCatalog(const SqliteCatalog&) = delete;
+  SqliteCatalog& operator=(const SqliteCatalog&) = delete;
+
+  Status Write(std::function<Status(WriteTxn&)> fn) override;
+  Status health() const override;
+  Status Checkpoint() override;
+
+  Result<StudyKeyRow> GetStudyKey(const std::string& key_id) override;
+  Result<std::vector<StudyKeyRow>> ListStudyKeys(const std::string& after, size_t limit) override;
+  Result<Blob> GetMeta(const std::string& key) override;
+  Result<StudyRow> FindStudyByUidToken(const Token& study_uid_token) override;
+  Result<StudyRow> GetStudy(int64_t study_pk) override;
+  Result<StudyCandidates> QueryStudies(const StudyFilter& f) override;
+  Result<std::vector<SeriesRow>> ListSeries(int64_t study_pk) override;
+  Result<std::vector<InstanceRow>> ListInstancesOfSeries(int64_t series_pk) override;
+  Result<std::vector<InstanceRow>> ListInstancesOfStudy(int64_t study_pk) override;
+  Result<InstanceRow> GetInstanceBySopToken(const Token& sop_uid_token) override;
+  Result<ObjectCounts> CountObjects() override;
+  Result<std::vector<std::string>> ListAllObjectIds() override;
+  Result<int64_t> StudyTotalBytes(int64_t study_pk) override;
+  Result<std::vector<audit::AuditRecord>> ReadAudit(int64_t after_seq, size_t limit) override;
+
+  CatalogStats stats() const;
+  int schema_version() const { return schema_version_; }
+  const Path& path() const { return path_; }
+
+  // Closures waiting in the queue (not yet taken by the writer).
+  size_t QueueDepthForTest() const;
+  // Value of `PRAGMA <name>` on the writer connection followed by each reader.
+  Result<std::vector<std::string>> PragmaOnAllConnectionsForTest(const std::string& name);
+
+ private:
+  friend class SqliteWriteTxn;
+  struct Job;
+  class ReaderLease;
+
+  SqliteCatalog(Path path, Env& env, Options options);
+  Status Init();
+  void WriterLoop();
+  void RunBatch(std::vector<Job*>& batch);
+  void RunRaw(Job* job);
+  void SetSticky(const Status& s);
+  Status Enqueue(Job* job);
+  Result<ReaderLease> AcquireReader();
+  void ReleaseReader(Db* db);
+  int64_t NowSeconds();
+
+  const Path path_;
+  Env& env_;
+  const Options options_;
+  int schema_version_ = 0;
+
+  // Writer thread state (touched only by the writer thread once started).
+  std::unique_ptr<Db> writer_db_;
+  audit::ChainHead audit_head_;
+  std::thread writer_;
+  std::thread::id writer_id_;
+
+  // Queue and sticky failure.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // guarded by mu_: queue_ non-empty or stop_
+  std::deque<Job*> queue_;      // guarded by mu_
+  bool stop_ = false;           // guarded by mu_
+  Status sticky_;               // guarded by mu_
+
+  // Reader pool.
+  std::mutex readers_mu_;
+  std::condition_variable readers_cv_;
+  std::vector<std::unique_ptr<Db>> readers_;  // all, owned
+  std::vector<Db*> free_readers_;             // guarded by readers_mu_
+
+#define PHI_INDEX_STAT_ATOMIC(n) std::atomic<uint64_t> stat_##n##_{0};
+  PHI_INDEX_STATS(PHI_INDEX_STAT_ATOMIC)
+#undef PHI_INDEX_STAT_ATOMIC
+};
+
+}  // namespace phi::index
