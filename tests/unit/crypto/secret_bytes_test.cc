@@ -85,7 +85,7 @@ TEST(SecretBytesTest, MovedFromIsEmptyAndMoveAssignReleasesOldPages) {
 }
 
 TEST(SecretBytesTest, PagesAreNoDumpAndLockedWhenTheLimitAllows) {
-  const uint64_t failures_before = SecretBytesMlockFailures();
+  [[maybe_unused]] const uint64_t failures_before = SecretBytesMlockFailures();
   SecretBytes s(32);
   std::string block = SmapsBlockFor(s.span().data());
   ASSERT_FALSE(block.empty()) << "mapping not found in /proc/self/smaps";
@@ -93,10 +93,16 @@ TEST(SecretBytesTest, PagesAreNoDumpAndLockedWhenTheLimitAllows) {
   ASSERT_FALSE(flags.empty()) << block;
   EXPECT_NE(flags.find(" dd "), std::string::npos) << "MADV_DONTDUMP missing: " << flags;
   EXPECT_NE(flags.find(" dc "), std::string::npos) << "MADV_DONTFORK missing: " << flags;
-  if (SecretBytesMlockFailures() == failures_before) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer intercepts mlock() as a successful no-op: nothing to check.
+  const bool lock_expected = false;
+#else
+  const bool lock_expected = SecretBytesMlockFailures() == failures_before;
+#endif
+  if (lock_expected) {
     EXPECT_NE(flags.find(" lo "), std::string::npos) << "mlock missing: " << flags;
   } else {
-    GTEST_LOG_(INFO) << "mlock refused by RLIMIT_MEMLOCK here; lock flag not checked";
+    GTEST_LOG_(INFO) << "mlock refused (RLIMIT_MEMLOCK) or faked (ASan); lock flag not checked";
   }
 }
 
