@@ -609,7 +609,12 @@ void Loader::ReadDicom(MapView& top) {
         Error(line, pm.Dotted("ae_title"), "required");
       }
       ReadNetworks(pm, "networks", &peer.networks);
-      ReadString(pm, "certificate_subject", &peer.certificate_subject);
+      if (ReadString(pm, "certificate_subject", &peer.certificate_subject) &&
+          !peer.certificate_subject.empty() &&
+          peer.certificate_subject.find('=') == std::string::npos) {
+        Error(Line(pm.Dotted("certificate_subject")), pm.Dotted("certificate_subject"),
+              "expected a distinguished name in RFC 2253 form, e.g. CN=ct01,O=Hospital");
+      }
       ReadUint(pm, "max_associations", 0, 4096, &peer.max_associations);
       pm.Finish();
       d.allowed_peers.push_back(std::move(peer));
@@ -783,8 +788,14 @@ void Loader::CheckListeners() {
 void Loader::CheckAllowLists() {
   const auto& d = config_.dicom;
   if (d.max_associations_per_ae > d.max_associations) {
-    Error(Line("dicom.max_associations_per_ae"), "dicom.max_associations_per_ae",
-          "must not exceed dicom.max_associations (" + std::to_string(d.max_associations) + ")");
+    if (Line("dicom.max_associations_per_ae") != 0 || Line("dicom.max_associations") == 0) {
+      Error(Line("dicom.max_associations_per_ae"), "dicom.max_associations_per_ae",
+            "must not exceed dicom.max_associations (" + std::to_string(d.max_associations) + ")");
+    } else {  // only the total was written: point there
+      Error(Line("dicom.max_associations"), "dicom.max_associations",
+            "must be at least dicom.max_associations_per_ae (" +
+                std::to_string(d.max_associations_per_ae) + ")");
+    }
   }
   for (size_t i = 0; i < d.allowed_peers.size(); ++i) {
     std::string key = "dicom.allowed_peers[" + std::to_string(i) + "]";

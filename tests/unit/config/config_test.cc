@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "tests/support/temp_dir.h"
 #include "tests/unit/config/test_util.h"
@@ -308,6 +309,47 @@ TEST_F(ConfigTest, DefaultTlsPathsAreCheckedToo) {
   ASSERT_NE(e, nullptr) << Dump(errs);
   EXPECT_EQ(e->line, 0);
   EXPECT_NE(e->message.find("/etc/phigate/tls/server.pem"), std::string::npos);
+}
+
+TEST_F(ConfigTest, UnreadableTlsFile) {
+  if (::geteuid() == 0) GTEST_SKIP() << "root reads any file";
+  ASSERT_EQ(::chmod((fx_.dir() / "pki/ca.pem").c_str(), 0), 0);
+  auto errs = fx_.Errors(Base());
+  ExpectError(errs, "tls.ca_bundle", 12, "not readable");
+  EXPECT_EQ(errs.size(), 1u) << Dump(errs);
+}
+
+TEST_F(ConfigTest, DicomPeersAndRoles) {
+  auto errs = fx_.Errors(Base() +
+                         "dicom:\n"                                    // 16
+                         "  max_associations: 4\n"                     // 17
+                         "  allowed_peers:\n"                          // 18
+                         "    - networks: [10.0.0.0/8]\n"              // 19
+                         "    - ae_title: 'CT\\\\1'\n"                 // 20
+                         "      certificate_subject: just-a-name\n"    // 21
+                         "      max_associations: 5\n"                 // 22
+                         "    - ae_title: '*'\n"                       // 23
+                         "      certificate_subject: CN=ct,O=H\n"      // 24
+                         "web:\n"                                      // 25
+                         "  roles:\n"                                  // 26
+                         "    - role: admin\n"                         // 27
+                         "    - subject: CN=x,O=y\n"                   // 28
+                         "      organization: y\n"                     // 29
+                         "      role: admin\n"                         // 30
+                         "    - subject: CN=x,O=y\n"                   // 31
+                         "    - {org_unit: Radiology, role: share}\n"  // 32
+                         "    - {subject: nobody, role: share}\n");    // 33
+  ExpectError(errs, "dicom.allowed_peers[0].ae_title", 19, "required");
+  ExpectError(errs, "dicom.allowed_peers[1].ae_title", 20, "no backslash");
+  ExpectError(errs, "dicom.allowed_peers[1].certificate_subject", 21, "RFC 2253");
+  ExpectError(errs, "dicom.allowed_peers[1].max_associations", 22, "must not exceed");
+  ExpectError(errs, "web.roles[0]", 27, "needs a subject or an organization/org_unit");
+  ExpectError(errs, "web.roles[1]", 28, "not both");
+  ExpectError(errs, "web.roles[2].role", 31, "required");
+  ExpectError(errs, "web.roles[4].subject", 33, "RFC 2253");
+  // max_associations_per_ae keeps its default (8), now above the total.
+  ExpectError(errs, "dicom.max_associations", 17, "at least dicom.max_associations_per_ae (8)");
+  EXPECT_EQ(errs.size(), 9u) << Dump(errs);
 }
 
 TEST_F(ConfigTest, KeysStructure) {
