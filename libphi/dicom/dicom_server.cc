@@ -479,7 +479,7 @@ void DicomServer::Impl::Serve(Job job) {
   };
 
   if (cond.bad()) {
-    if (cond.code() == DULC_TLSERROR) {
+    if (job.tls && (cond.module() == OFM_dcmtls || cond.code() == DULC_TLSERROR)) {
       tls_handshake_failed++;
       refused_tls++;
       ev.kind = AssociationEvent::Kind::kTlsFailed;
@@ -493,6 +493,15 @@ void DicomServer::Impl::Serve(Job job) {
                {"listener", log::Safe(listener)},
                {"error", log::Safe(cond.text())}});
     }
+    finish(false);
+    return;
+  }
+
+  if (assoc->params->DULparams.calledAPTitle[0] == '\0' &&
+      assoc->params->DULparams.callingAPTitle[0] == '\0') {
+    // DCMTK reports success for a connection closed before any A-ASSOCIATE-RQ.
+    PHI_LOG(kInfo, "dicom connection closed before association",
+            {{"peer", log::Safe(job.peer)}, {"listener", log::Safe(listener)}});
     finish(false);
     return;
   }
