@@ -87,6 +87,38 @@ Result<AuditRecord> MakeNext(ChainHead& head, const AuditEvent& ev, int64_t time
   return r;
 }
 
+namespace {
+std::string HeadMacInput(const ChainHead& head) {
+  std::string in = "phigate-audit-head-v1";
+  PutU64(in, static_cast<uint64_t>(head.seq));
+  in.append(reinterpret_cast<const char*>(head.hash.data()), head.hash.size());
+  return in;
+}
+}  // namespace
+
+std::string EncodeSignedHead(const ChainHead& head, const MacFn& mac) {
+  std::string out;
+  PutU64(out, static_cast<uint64_t>(head.seq));
+  out.append(reinterpret_cast<const char*>(head.hash.data()), head.hash.size());
+  const crypto::Digest m = mac(crypto::AsBytes(HeadMacInput(head)));
+  out.append(reinterpret_cast<const char*>(m.data()), m.size());
+  return out;
+}
+
+Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac) {
+  if (blob.size() != kSignedHeadBytes) return Status::Corruption("audit: bad signed head size");
+  ChainHead head;
+  uint64_t seq = 0;
+  for (int i = 0; i < 8; ++i) seq = (seq << 8) | static_cast<uint8_t>(blob[i]);
+  head.seq = static_cast<int64_t>(seq);
+  std::memcpy(head.hash.data(), blob.data() + 8, head.hash.size());
+  const crypto::Digest want = mac(crypto::AsBytes(HeadMacInput(head)));
+  if (!crypto::ConstantTimeEqual(want, crypto::AsBytes(blob.substr(40)))) {
+    return Status::Corruption("audit: signed head MAC mismatch");
+  }
+  return head;
+}
+
 std::string_view TableDdl() {
   return "CREATE TABLE audit ("
          " seq INTEGER PRIMARY KEY,"  // assigned by the writer: last seq + 1, never reused
@@ -115,6 +147,10 @@ std::string_view BreakReasonName(BreakReason r) {
       return "prev_hash_mismatch";
     case BreakReason::kMacMismatch:
       return "mac_mismatch";
+    case BreakReason::kTruncated:
+      return "truncated";
+    case BreakReason::kBadHead:
+      return "bad_head";
   }
   return "unknown";
 }
@@ -154,6 +190,18 @@ Result<VerifyReport> Verify(AuditReader& reader, const MacFn& mac) {
     }
     after = rows.back().seq;
     if (rows.size() < kVerifyPage) break;
+  }
+  // The rows are a valid chain; does it end where the signed head says?
+  PHI_ASSIGN_OR_RETURN(std::optional<std::string> blob, reader.ReadAuditHead());
+  if (!blob) {
+    if (rep.count == 0) return rep;  // nothing was ever appended
+    return fail(rep.last_seq + 1, BreakReason::kBadHead);
+  }
+  Result<ChainHead> head = DecodeSignedHead(*blob, mac);
+  if (!head.ok()) return fail(rep.last_seq + 1, BreakReason::kBadHead);
+  if (head->seq > rep.last_seq) return fail(rep.last_seq + 1, BreakReason::kTruncated);
+  if (head->seq < rep.last_seq || !crypto::ConstantTimeEqual(head->hash, rep.head.hash)) {
+    return fail(rep.last_seq + 1, BreakReason::kBadHead);
   }
   return rep;
 }

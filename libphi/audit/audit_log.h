@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,6 +85,16 @@ crypto::Digest RecordHash(const AuditRecord& r);
 Result<AuditRecord> MakeNext(ChainHead& head, const AuditEvent& ev, int64_t time_us,
                              const MacFn& mac);
 
+// The signed chain head, kept by the catalog next to the rows (meta key
+// kHeadMetaKey) and updated in the same transaction as every append, so that
+// deleting the last rows (tail truncation) is detected. Layout:
+//   u64be seq | hash (32) | MAC("phigate-audit-head-v1" | u64be seq | hash) (32)
+inline constexpr const char* kHeadMetaKey = "audit.head";
+inline constexpr size_t kSignedHeadBytes = 8 + 32 + 32;
+std::string EncodeSignedHead(const ChainHead& head, const MacFn& mac);
+// Corruption if the size or the MAC is wrong.
+Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac);
+
 // DDL of the audit table; the catalog runs it in its migrations.
 std::string_view TableDdl();
 
@@ -93,6 +104,8 @@ class AuditReader {
   virtual ~AuditReader() = default;
   // Up to `limit` rows with seq > after_seq, ascending by seq.
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t after_seq, size_t limit) = 0;
+  // The signed head (EncodeSignedHead), or nullopt when none was ever written.
+  virtual Result<std::optional<std::string>> ReadAuditHead() = 0;
 };
 
 enum class BreakReason : uint8_t {
@@ -101,6 +114,8 @@ enum class BreakReason : uint8_t {
   kSeqGap,            // a seq is missing: a row was deleted
   kPrevHashMismatch,  // prev_hash != hash of the previous row: reordered/inserted row
   kMacMismatch,       // the row's contents or its mac were edited
+  kTruncated,         // rows after last_seq are missing (the signed head is further on)
+  kBadHead,           // the signed head is missing, forged, or behind the rows
 };
 std::string_view BreakReasonName(BreakReason r);
 
@@ -114,7 +129,9 @@ struct VerifyReport {
 };
 
 // Walks every row by seq and reports OK + count, or the first broken seq and
-// why. Errors reading rows are returned as a Status (not a report).
+// why, then checks the last row against the signed head (kTruncated: broken_seq
+// is the first missing seq; kBadHead: broken_seq is the last row's seq + 1). Errors reading rows
+// are returned as a Status (not a report).
 Result<VerifyReport> Verify(AuditReader& reader, const MacFn& mac);
 
 }  // namespace phi::audit

@@ -532,6 +532,10 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_ASSIGN_OR_RETURN(audit::AuditRecord r,
                          audit::MakeNext(c_.audit_head_, ev, time_us, c_.options_.audit_mac));
     Status s = InsertAudit(r);
+    if (s.ok()) {
+      s = PutMeta(audit::kHeadMetaKey,
+                  audit::EncodeSignedHead(c_.audit_head_, c_.options_.audit_mac));
+    }
     if (!s.ok()) {
       c_.audit_head_ = before;
       return s;
@@ -642,7 +646,7 @@ Status SqliteCatalog::Init() {
     if (::chmod(path_.c_str(), 0600) != 0) return PosixError("chmod " + path_.string(), errno);
   }
 
-  PHI_ASSIGN_OR_RETURN(writer_db_, Db::Open(path_.string(), SQLITE_OPEN_READWRITE));
+  PHI_ASSIGN_OR_RETURN(writer_db_, Db::Open(path_.string(), SQLITE_OPEN_READWRITE, Vfs()));
   PHI_RETURN_IF_ERROR(ApplyPragmas(*writer_db_, options_.busy_timeout_ms, false));
 
   // Migrations, all in one transaction.
@@ -679,19 +683,11 @@ Status SqliteCatalog::Init() {
   }
   schema_version_ = static_cast<int>(version);
 
-  // The audit chain head.
-  if (schema_version_ >= 2) {
-    PHI_ASSIGN_OR_RETURN(Stmt st, writer_db_->Prepare(kLastAudit));
-    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
-    if (row) {
-      audit::AuditRecord last = ReadAuditRow(st);
-      audit_head_.seq = last.seq;
-      audit_head_.hash = audit::RecordHash(last);
-    }
-  }
+  if (schema_version_ >= 2) PHI_RETURN_IF_ERROR(LoadAuditHead());
 
   for (size_t i = 0; i < options_.readers; ++i) {
-    PHI_ASSIGN_OR_RETURN(std::unique_ptr<Db> r, Db::Open(path_.string(), SQLITE_OPEN_READWRITE));
+    PHI_ASSIGN_OR_RETURN(std::unique_ptr<Db> r,
+                         Db::Open(path_.string(), SQLITE_OPEN_READWRITE, Vfs()));
     PHI_RETURN_IF_ERROR(ApplyPragmas(*r, options_.busy_timeout_ms, true));
     free_readers_.push_back(r.get());
     readers_.push_back(std::move(r));
@@ -700,6 +696,58 @@ Status SqliteCatalog::Init() {
   writer_ = std::thread([this] { WriterLoop(); });
   writer_id_ = writer_.get_id();
   return Status::Ok();
+}
+
+// The chain continues from the last row, unless the signed head says the
+// chain went further (rows deleted at the tail): then it continues from the
+// signed head, so that the deletion stays visible as a seq gap to Verify
+// instead of being papered over by the next append.
+Status SqliteCatalog::LoadAuditHead() {
+  audit::ChainHead from_rows;
+  {
+    PHI_ASSIGN_OR_RETURN(Stmt st, writer_db_->Prepare(kLastAudit));
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) {
+      audit::AuditRecord last = ReadAuditRow(st);
+      from_rows.seq = last.seq;
+      from_rows.hash = audit::RecordHash(last);
+    }
+  }
+  audit_head_ = from_rows;
+  std::optional<std::string> blob;
+  {
+    PHI_ASSIGN_OR_RETURN(Stmt st, writer_db_->Prepare(kSelectMeta));
+    PHI_RETURN_IF_ERROR(st.BindText(1, audit::kHeadMetaKey));
+    PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+    if (row) blob = st.BlobCol(0);
+  }
+  if (!blob) {
+    if (from_rows.seq != 0) {
+      PHI_LOG(kCritical, "audit chain has records but no signed head; run audit verify",
+              {{"last_seq", from_rows.seq}});
+    }
+    return Status::Ok();
+  }
+  if (!options_.audit_mac) return Status::Ok();
+  Result<audit::ChainHead> signed_head = audit::DecodeSignedHead(*blob, options_.audit_mac);
+  if (!signed_head.ok()) {
+    PHI_LOG(kCritical, "audit chain signed head does not verify; run audit verify",
+            {{"status", signed_head.status()}});
+    return Status::Ok();
+  }
+  if (signed_head->seq != from_rows.seq || signed_head->hash != from_rows.hash) {
+    PHI_LOG(kCritical, "audit chain does not end at its signed head; run audit verify",
+            {{"last_seq", from_rows.seq}, {"head_seq", signed_head->seq}});
+    if (signed_head->seq > from_rows.seq) audit_head_ = *signed_head;
+  }
+  return Status::Ok();
+}
+
+Result<std::optional<std::string>> SqliteCatalog::ReadAuditHead() {
+  Result<Blob> b = GetMeta(audit::kHeadMetaKey);
+  if (b.ok()) return std::optional<std::string>(std::move(b).value());
+  if (b.status().code() == Code::kNotFound) return std::optional<std::string>();
+  return b.status();
 }
 
 SqliteCatalog::~SqliteCatalog() {
@@ -716,6 +764,10 @@ SqliteCatalog::~SqliteCatalog() {
 
 // ---------------------------------------------------------------------------
 // The writer
+
+const char* SqliteCatalog::Vfs() const {
+  return options_.vfs_for_test.empty() ? nullptr : options_.vfs_for_test.c_str();
+}
 
 int64_t SqliteCatalog::NowSeconds() {
   return std::chrono::duration_cast<std::chrono::seconds>(env_.Now().time_since_epoch()).count();

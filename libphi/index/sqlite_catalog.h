@@ -31,6 +31,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -68,6 +69,9 @@ class SqliteCatalog final : public Catalog {
     audit::MacFn audit_mac;
     // Migrate only up to this version (0 = latest). Tests of migrations only.
     int schema_version_for_test = 0;
+    // A registered SQLite VFS to open the file with (fault injection in
+    // tests; empty = SQLite's default unix VFS).
+    std::string vfs_for_test;
   };
 
   static constexpr const char* kFileName = "catalog.db";
@@ -103,6 +107,7 @@ class SqliteCatalog final : public Catalog {
   Result<std::vector<std::string>> ListAllObjectIds() override;
   Result<int64_t> StudyTotalBytes(int64_t study_pk) override;
   Result<std::vector<audit::AuditRecord>> ReadAudit(int64_t after_seq, size_t limit) override;
+  Result<std::optional<std::string>> ReadAuditHead() override;
 
   CatalogStats stats() const;
   int schema_version() const { return schema_version_; }
@@ -120,6 +125,7 @@ class SqliteCatalog final : public Catalog {
 
   SqliteCatalog(Path path, Env& env, Options options);
   Status Init();
+  Status LoadAuditHead();
   void WriterLoop();
   void RunBatch(std::vector<Job*>& batch);
   void RunRaw(Job* job);
@@ -128,6 +134,7 @@ class SqliteCatalog final : public Catalog {
   Result<ReaderLease> AcquireReader();
   void ReleaseReader(Db* db);
   int64_t NowSeconds();
+  const char* Vfs() const;
 
   const Path path_;
   Env& env_;

@@ -44,9 +44,9 @@ Status SqliteError(int rc, std::string_view what, sqlite3* db) {
   }
 }
 
-Result<std::unique_ptr<Db>> Db::Open(const std::string& path, int flags) {
+Result<std::unique_ptr<Db>> Db::Open(const std::string& path, int flags, const char* vfs) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, vfs);
   if (rc != SQLITE_OK) {
     Status s = SqliteError(rc, "open " + path, db);
     sqlite3_close_v2(db);

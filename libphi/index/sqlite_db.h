@@ -28,7 +28,9 @@ class Stmt;
 class Db {
  public:
   // flags: SQLITE_OPEN_* (SQLITE_OPEN_NOMUTEX is added: one thread at a time).
-  static Result<std::unique_ptr<Db>> Open(const std::string& path, int flags);
+  // vfs: a registered SQLite VFS name, or nullptr for the default.
+  static Result<std::unique_ptr<Db>> Open(const std::string& path, int flags,
+                                          const char* vfs = nullptr);
   ~Db();
   Db(const Db&) = delete;
   Db& operator=(const Db&) = delete;

@@ -29,7 +29,9 @@ class VectorReader : public AuditReader {
     }
     return out;
   }
+  Result<std::optional<std::string>> ReadAuditHead() override { return head; }
   std::map<int64_t, AuditRecord> rows;
+  std::optional<std::string> head;
 };
 
 AuditEvent Ev(int i) {
@@ -51,6 +53,7 @@ VectorReader Chain(int n, const MacFn& mac) {
     EXPECT_TRUE(rec.ok()) << rec.status().ToString();
     r.rows[rec->seq] = *rec;
   }
+  if (n > 0) r.head = EncodeSignedHead(head, mac);
   return r;
 }
 
@@ -156,6 +159,27 @@ TEST(AuditVerify, DetectsEachTamper) {
     auto rep = Verify(r, mac);
     EXPECT_EQ(rep->broken_seq, 9);
     EXPECT_EQ(rep->reason, BreakReason::kMacMismatch);
+  }
+  {
+    // Tail truncation: the rows are a valid chain, but the signed head is further on.
+    VectorReader r = Chain(10, mac);
+    r.rows.erase(10);
+    r.rows.erase(9);
+    auto rep = Verify(r, mac);
+    EXPECT_EQ(rep->broken_seq, 9);
+    EXPECT_EQ(rep->reason, BreakReason::kTruncated);
+    EXPECT_EQ(rep->last_seq, 8);
+  }
+  {
+    // A head re-signed by someone without the key, or removed.
+    VectorReader r = Chain(10, mac);
+    r.rows.erase(10);
+    ChainHead forged{9, RecordHash(r.rows[9])};
+    r.head = EncodeSignedHead(forged, HmacWith(Key(9)));
+    auto rep = Verify(r, mac);
+    EXPECT_EQ(rep->reason, BreakReason::kBadHead);
+    r.head.reset();
+    EXPECT_EQ(Verify(r, mac)->reason, BreakReason::kBadHead);
   }
   {
     // A chain written under another key does not verify.

@@ -16,11 +16,12 @@
 #include "libphi/index/schema.h"
 #include "libphi/index/sqlite_catalog.h"
 #include "tests/support/temp_dir.h"
+#include "tests/unit/index/fault_vfs.h"
 
 namespace phi::index {
 namespace {
 
-using testing::TempDir;
+using phi::testing::TempDir;
 
 audit::MacFn TestMac() {
   crypto::Digest key;
@@ -187,22 +188,24 @@ class WriterGate {
     std::promise<void> started;
     auto started_f = started.get_future();
     auto released = release_.get_future().share();
-    t_ = std::thread([&c, &started, released] {
-      Status s = c.Write([&](WriteTxn&) {
+    t_ = std::thread([this, &c, &started, released] {
+      status_ = c.Write([&](WriteTxn&) {
         started.set_value();
         released.wait();
         return Status::Ok();
       });
-      EXPECT_TRUE(s.ok());
     });
     started_f.wait();
   }
-  void Release() {
+  // Returns the gate closure's own Write status.
+  Status Release() {
     release_.set_value();
     t_.join();
+    return status_;
   }
 
  private:
+  Status status_;
   std::promise<void> release_;
   std::thread t_;
 };
@@ -230,7 +233,7 @@ TEST_F(CatalogTest, QueuedClosuresShareOneCommitAndFailIndependently) {
     }));
   }
   WaitForQueue(*c, 8);
-  gate.Release();
+  ASSERT_TRUE(gate.Release().ok());
   for (int i = 0; i < 8; ++i) {
     Status s = fs[i].get();
     if (i == 3) {
@@ -255,6 +258,60 @@ TEST_F(CatalogTest, QueuedClosuresShareOneCommitAndFailIndependently) {
   ASSERT_TRUE(rep.ok());
   EXPECT_TRUE(rep->ok);
   EXPECT_EQ(rep->count, 8);
+}
+
+TEST_F(CatalogTest, CommitFailureFailsWholeBatchAndIsSticky) {
+  const char* vfs = index::testing::RegisterFaultVfs();
+  {
+    auto c = OpenCatalog({.vfs_for_test = vfs});
+    ASSERT_TRUE(c);
+    AddStudy(*c, 1, 2020, "CT");
+    ASSERT_TRUE(Audit(*c, 1).ok());
+    const long syncs = index::testing::SyncCount();
+    ASSERT_TRUE(Audit(*c, 2).ok());
+    EXPECT_GT(index::testing::SyncCount(), syncs);  // commits really fsync through the shim
+
+    WriterGate gate(*c);
+    std::vector<std::future<Status>> fs;
+    for (int i = 0; i < 3; ++i) {
+      fs.push_back(std::async(std::launch::async, [&, i] {
+        return c->Write([i](WriteTxn& t) -> Status {
+          PHI_RETURN_IF_ERROR(t.PutStudyKey({"x" + std::to_string(i), "kek", "w", 0}));
+          // The last closure arms the fault: the batch's COMMIT fsync fails.
+          if (i == 2) index::testing::SetFailSync(true);
+          return Status::Ok();
+        });
+      }));
+    }
+    WaitForQueue(*c, 3);
+    ASSERT_TRUE(gate.Release().ok());
+    Status first;
+    for (auto& f : fs) {
+      Status s = f.get();
+      EXPECT_EQ(s.code(), Code::kIOError) << s.ToString();
+      if (first.ok()) first = s;
+    }
+    index::testing::SetFailSync(false);
+    // Sticky: the disk "works" again, but writes keep failing with the original error.
+    EXPECT_EQ(c->health(), first);
+    EXPECT_EQ(Audit(*c, 3), first);
+    EXPECT_EQ(c->Checkpoint(), first);
+    EXPECT_EQ(c->stats().commit_failures, 1u);
+    // Reads still work.
+    EXPECT_TRUE(c->GetStudyKey("k1").ok());
+  }
+  auto c = OpenCatalog();
+  ASSERT_TRUE(c);
+  EXPECT_TRUE(c->health().ok());
+  EXPECT_TRUE(c->GetStudyKey("k1").ok());
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(c->GetStudyKey("x" + std::to_string(i)).status().code(), Code::kNotFound) << i;
+  }
+  auto rep = audit::Verify(*c, TestMac());
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->ok);
+  EXPECT_EQ(rep->count, 2);
+  EXPECT_TRUE(Audit(*c, 3).ok());
 }
 
 TEST_F(CatalogTest, WriteFromInsideClosureIsRefused) {
@@ -552,6 +609,23 @@ TEST_F(AuditTamperTest, ChangedMac) {
   auto rep = Reverify();
   EXPECT_EQ(rep.broken_seq, 9);
   EXPECT_EQ(rep.reason, audit::BreakReason::kMacMismatch);
+}
+
+TEST_F(AuditTamperTest, TruncatedTail) {
+  Cli(DbPath(), "DELETE FROM audit WHERE seq >= 9;");
+  auto rep = Reverify();
+  EXPECT_EQ(rep.broken_seq, 9);
+  EXPECT_EQ(rep.reason, audit::BreakReason::kTruncated);
+  // Appending after the truncation does not hide it: the chain continues from
+  // the signed head, leaving a visible gap.
+  {
+    auto c = OpenCatalog();
+    ASSERT_TRUE(c);
+    ASSERT_TRUE(Audit(*c, 11).ok());
+  }
+  rep = Reverify();
+  EXPECT_EQ(rep.broken_seq, 9);
+  EXPECT_EQ(rep.reason, audit::BreakReason::kSeqGap);
 }
 
 TEST_F(AuditTamperTest, AppendAfterReopenContinuesTheChain) {
