@@ -1,0 +1,150 @@
+#include "libphi/web/web_server.h"
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "tests/unit/tls/net_test_util.h"
+
+namespace phi::web {
+namespace {
+
+using nettest::Pki;
+
+class WebServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cfg_.https = {true, "127.0.0.1", 0, true};
+    cfg_.max_body_bytes = 1024;
+    cfg_.max_header_bytes = 2048;
+    cfg_.roles = {{"CN=clinician,O=phigate-dev", "", "", config::Role::kClinician},
+                  {"CN=admin,O=phigate-dev", "", "", config::Role::kAdmin}};
+    auto p = tls::TlsContextProvider::Create(nettest::DevTlsConfig(), true, Env::Default());
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    provider_ = std::move(p).value();
+    ASSERT_TRUE(runner_.Start().ok());
+    Router router;
+    router.Add(Method::kPost, "/echo-size", {config::Role::kClinician},
+               [](const RequestContext& c) {
+                 return Response::Json(200, "{\"size\":" + std::to_string(c.body.size()) + "}");
+               });
+    router.Add(Method::kGet, "/admin-only", {config::Role::kAdmin},
+               [](const RequestContext&) { return Response::Json(200, "{}"); });
+    auto s = WebServer::Create(cfg_, *provider_, runner_, std::move(router), Env::Default(),
+                               [this](const AccessEvent& e) {
+                                 std::lock_guard<std::mutex> l(mu_);
+                                 events_.push_back(e);
+                               });
+    ASSERT_TRUE(s.ok());
+    server_ = std::move(s).value();
+    ASSERT_TRUE(server_->Start().ok());
+    ASSERT_NE(server_->port(), 0);
+  }
+  void TearDown() override {
+    server_->StopAccepting();
+    server_->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    runner_.Stop();
+  }
+  std::string Url(const std::string& path) {
+    return "https://localhost:" + std::to_string(server_->port()) + path;
+  }
+  // curl as `who`; prints the body then "\n<status>".
+  nettest::CommandResult Curl(const std::string& who, const std::string& args) {
+    std::string cert =
+        who.empty() ? "" : " --cert " + Pki(who + ".pem") + " --key " + Pki(who + ".key");
+    return nettest::Run("curl -sS --max-time 10 --cacert " + Pki("ca.pem") + cert +
+                        " -w '\\n%{http_code}' " + args + " 2>&1");
+  }
+
+  config::WebConfig cfg_;
+  std::unique_ptr<tls::TlsContextProvider> provider_;
+  tls::AsioRunner runner_{2};
+  std::unique_ptr<WebServer> server_;
+  std::mutex mu_;
+  std::vector<AccessEvent> events_;
+};
+
+TEST_F(WebServerTest, HealthzForAMappedClient) {
+  auto r = Curl("clinician", Url("/healthz"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output, "{\"status\":\"ok\"}\n200");
+  std::lock_guard<std::mutex> l(mu_);
+  ASSERT_EQ(events_.size(), 1u);
+  EXPECT_EQ(events_[0].route, "/healthz");
+  EXPECT_EQ(events_[0].subject, "CN=clinician,O=phigate-dev");
+  EXPECT_EQ(events_[0].status, 200);
+}
+
+TEST_F(WebServerTest, HandshakeRefusals) {
+  EXPECT_NE(Curl("", Url("/healthz")).exit_code, 0);  // no client certificate
+  for (const char* who : {"untrusted", "expired", "revoked"}) {
+    auto r = Curl(who, Url("/healthz"));
+    EXPECT_NE(r.exit_code, 0) << who << ": " << r.output;
+    EXPECT_EQ(r.output.find("200"), std::string::npos) << who;
+  }
+  auto tls11 = nettest::Run(
+      "echo | openssl s_client -tls1_1 -cipher DEFAULT@SECLEVEL=0 -connect 127.0.0.1:" +
+      std::to_string(server_->port()) + " -cert " + Pki("clinician.pem") + " -key " +
+      Pki("clinician.key") + " 2>&1");
+  EXPECT_NE(tls11.exit_code, 0) << tls11.output;
+}
+
+TEST_F(WebServerTest, UnmappedSubjectGets403Problem) {
+  auto r = Curl("share", "-i " + Url("/healthz"));
+  EXPECT_NE(r.output.find("application/problem+json"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(R"({"status":403,"title":"Forbidden","type":"about:blank"})"),
+            std::string::npos)
+      << r.output;
+  // A mapped role that the route does not allow.
+  EXPECT_TRUE(Curl("clinician", Url("/admin-only")).output.ends_with("\n403"));
+}
+
+TEST_F(WebServerTest, ErrorsAreProblemJson) {
+  auto nf = Curl("clinician", Url("/nope"));
+  EXPECT_EQ(nf.output, R"({"status":404,"title":"Not Found","type":"about:blank"})"
+                       "\n404");
+  EXPECT_TRUE(Curl("clinician", Url("/studies/1.2.3?PatientID=X")).output.ends_with("\n501"));
+  auto m = Curl("clinician", "-i -X DELETE " + Url("/healthz"));
+  EXPECT_TRUE(m.output.ends_with("\n405")) << m.output;
+  EXPECT_NE(m.output.find("llow: GET"), std::string::npos) << m.output;
+  for (const char* p : {"/a/../healthz", "/a/%2e%2e/healthz", "/x%00y"}) {
+    auto t = Curl("clinician", std::string("--path-as-is ") + Url(p));
+    EXPECT_TRUE(t.output.ends_with("\n400")) << p << ": " << t.output;
+  }
+}
+
+TEST_F(WebServerTest, HeaderAndBodyCaps) {
+  auto h = Curl("clinician", "-H 'X-Big: " + std::string(4000, 'a') + "' " + Url("/healthz"));
+  EXPECT_TRUE(h.output.ends_with("\n431")) << h.output;
+  auto ok = Curl("clinician", "--data-binary @- " + Url("/echo-size") + " < /dev/null");
+  EXPECT_TRUE(ok.output.ends_with("\n200")) << ok.output;
+  phi::testing::TempDir tmp;
+  phi::testing::WriteFile(tmp / "big", std::string(2000, 'b'));
+  auto b = Curl("clinician", "--data-binary @" + (tmp / "big").string() + " " + Url("/echo-size"));
+  EXPECT_TRUE(b.output.ends_with("\n413")) << b.output;
+  phi::testing::WriteFile(tmp / "small", std::string(1000, 'b'));
+  auto s =
+      Curl("clinician", "--data-binary @" + (tmp / "small").string() + " " + Url("/echo-size"));
+  EXPECT_EQ(s.output, "{\"size\":1000}\n200");
+}
+
+TEST_F(WebServerTest, KeepAliveReusesTheConnection) {
+  auto r = Curl("clinician", "-v " + Url("/healthz") + " " + Url("/healthz"));
+  EXPECT_NE(r.output.find("Re-using existing connection"), std::string::npos) << r.output;
+  EXPECT_EQ(server_->Listeners()[0].accepted_total, 1u);
+}
+
+TEST_F(WebServerTest, ReloadSwapsRoles) {
+  config::Config c;
+  c.tls = nettest::DevTlsConfig();
+  c.web = cfg_;
+  c.web.roles.push_back({"", "phigate-dev", "", config::Role::kShare});
+  ASSERT_TRUE(server_->Reload(c).ok());
+  EXPECT_TRUE(Curl("share", Url("/healthz")).output.ends_with("\n200"));
+  c.tls.ca_bundle = Pki("missing.pem");
+  EXPECT_FALSE(server_->Reload(c).ok());
+  EXPECT_TRUE(Curl("clinician", Url("/healthz")).output.ends_with("\n200"));
+}
+
+}  // namespace
+}  // namespace phi::web
