@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdio>
@@ -206,6 +207,7 @@ std::string StatusLine(const std::vector<Server*>& servers, const VolumeInfo& v)
       s += " " + l.name + ":" + PortOf(l.address);
     }
   }
+  if (s == "listening:") s += " admin only";
   s += "; storage encrypted=";
   s += v.encrypted ? "yes" : "no";
   return s;
@@ -271,8 +273,25 @@ json StatusJson(DaemonState& state, Env& env) {
   };
 }
 
-std::vector<std::string> Warnings(const config::Config& cfg, const VolumeInfo& v) {
+std::vector<std::string> Warnings(const config::Config& cfg, const VolumeInfo& v,
+                                  const std::vector<Server*>& servers) {
   std::vector<std::string> w;
+  // Enabled in the config but not (yet) built into this phigated.
+  std::vector<std::string> have;
+  for (Server* s : servers) {
+    for (const auto& l : s->Listeners()) have.push_back(l.name);
+  }
+  auto want = [&](bool enabled, const char* name) {
+    if (enabled && std::find(have.begin(), have.end(), name) == have.end()) {
+      w.push_back(std::string("listener ") + name +
+                  " is enabled in the config but not available in this build");
+    }
+  };
+  want(cfg.dicom.tls.enabled, "dicom-tls");
+  want(cfg.dicom.plain.enabled, "dicom");
+  want(cfg.hl7.tls.enabled, "hl7-tls");
+  want(cfg.hl7.plain.enabled, "hl7");
+  want(cfg.web.https.enabled, "https");
   if (!v.encrypted) {
     w.push_back(cfg.storage.require_encrypted_volume
                     ? "storage volume is not encrypted"
@@ -337,7 +356,6 @@ int Run(const Options& opts, sigset_t sigs) {
     std::lock_guard<std::mutex> lock(state.mu);
     state.cfg = cfg;
     state.volume = volume;
-    state.warnings = Warnings(cfg, volume);
     state.log_level = level;
   }
 
@@ -353,6 +371,10 @@ int Run(const Options& opts, sigset_t sigs) {
   admin::AdminServer* admin_server = admin->get();
   servers.push_back(std::move(admin).value());
   for (auto& s : servers) state.servers.push_back(s.get());
+  {
+    std::lock_guard<std::mutex> lock(state.mu);
+    state.warnings = Warnings(cfg, volume, state.servers);
+  }
   admin_server->Register("status", admin::kReadOnly,
                          [&state, &env](const json&, const admin::PeerCred&) -> Result<json> {
                            return StatusJson(state, env);
