@@ -618,8 +618,8 @@ void DicomServer::Impl::Serve(Job job) {
     bool keep = true;
     switch (msg.CommandField) {
       case DIMSE_C_ECHO_RQ:
+        echo_ok++;  // counted before the response, so a peer never sees it uncounted
         keep = DIMSE_sendEchoResponse(assoc, pid, &msg.msg.CEchoRQ, STATUS_Success, nullptr).good();
-        if (keep) echo_ok++;
         break;
       case DIMSE_C_STORE_RQ:
         keep = HandleStore(assoc, pid, msg.msg.CStoreRQ, s, ev);

@@ -17,6 +17,7 @@
 #include <map>
 #include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -129,6 +130,17 @@ std::string Hex64(int count, int mul) {
     s << b;
   }
   return s.str();
+}
+
+// Polls `pred` until true or 20 s pass (a functional wait, not a timing assertion).
+template <typename F>
+bool WaitFor(F pred) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
 }
 
 constexpr char kRoot[] = "1.2.826.0.1.3680043.10.1137.99";
@@ -383,9 +395,11 @@ TEST_F(DicomServerTest, TlsRefusals) {
     auto r = Tool("echoscu -aet ECHOSCU -aec PHIGATE " + TlsOpts(who) + TlsAddr());
     EXPECT_NE(r.code, 0) << who << "\n" << r.out;
   }
+  // The client may exit before the server's worker has counted its failure.
+  EXPECT_TRUE(WaitFor([&] { return server_->stats().tls_handshake_failed == 4; }));
   EXPECT_EQ(server_->stats().tls_handshake_failed, 4u);
   EXPECT_EQ(server_->stats().associations_accepted, 0u);
-  EXPECT_EQ(AuditCount(AssociationEvent::Kind::kTlsFailed), 4u);
+  EXPECT_TRUE(WaitFor([&] { return AuditCount(AssociationEvent::Kind::kTlsFailed) == 4; }));
   // The server still works.
   auto ok = Tool("echoscu -aet ECHOSCU -aec PHIGATE " + TlsOpts("clinician") + TlsAddr());
   EXPECT_EQ(ok.code, 0) << ok.out;
@@ -606,6 +620,70 @@ TEST_F(DicomServerTest, PeerAbortMidAssociationStoresNothingAndServerSurvives) {
   auto e = Tool("echoscu -aet ECHOSCU -aec PHIGATE " + Plain());
   EXPECT_EQ(e.code, 0) << e.out;
   EXPECT_EQ(ingest_.count(), 0u);
+}
+
+struct AbortAfter {
+  T_ASC_Association* assoc;
+  unsigned long bytes;
+  bool done = false;
+};
+
+void AbortingProgress(void* ctx, T_DIMSE_StoreProgress* progress, T_DIMSE_C_StoreRQ*) {
+  auto* a = static_cast<AbortAfter*>(ctx);
+  if (!a->done && progress->progressBytes >= static_cast<long>(a->bytes)) {
+    a->done = true;
+    ASC_abortAssociation(a->assoc);
+  }
+}
+
+TEST_F(DicomServerTest, PeerAbortMidTransferStoresNothing) {
+  StartServer(BaseConfig());
+  {
+    RawScu scu(server_->plain_port(), UID_CTImageStorage);
+    ASSERT_TRUE(scu.cond.good()) << scu.cond.text();
+    DcmDataset ds;
+    FillCt(ds, "1.2.3.4.5.20");
+    std::vector<Uint8> big(1 << 20, 0x33);
+    ds.putAndInsertString(DcmTag(0x0009, 0x0010, EVR_LO), "PHITEST");
+    ds.putAndInsertUint8Array(DcmTag(0x0009, 0x1001, EVR_OB), big.data(), big.size());
+    T_ASC_PresentationContextID pid =
+        ASC_findAcceptedPresentationContextID(scu.assoc, UID_CTImageStorage);
+    ASSERT_NE(pid, 0);
+    T_DIMSE_C_StoreRQ rq{};
+    rq.MessageID = scu.assoc->nextMsgID++;
+    OFStandard::strlcpy(rq.AffectedSOPClassUID, UID_CTImageStorage, sizeof(rq.AffectedSOPClassUID));
+    OFStandard::strlcpy(rq.AffectedSOPInstanceUID, "1.2.3.4.5.20",
+                        sizeof(rq.AffectedSOPInstanceUID));
+    rq.DataSetType = DIMSE_DATASET_PRESENT;
+    T_DIMSE_C_StoreRSP rsp{};
+    DcmDataset* detail = nullptr;
+    AbortAfter ctx{scu.assoc, 256 * 1024};
+    OFCondition c = DIMSE_storeUser(scu.assoc, pid, &rq, nullptr, &ds, AbortingProgress, &ctx,
+                                    DIMSE_BLOCKING, 0, &rsp, &detail);
+    delete detail;
+    EXPECT_TRUE(ctx.done);
+    EXPECT_TRUE(c.bad());
+    ASC_dropAssociation(scu.assoc);
+    ASC_destroyAssociation(&scu.assoc);
+  }
+  EXPECT_TRUE(WaitFor([&] { return server_->stats().associations_aborted == 1; }) ||
+              server_->stats().cstore_refused == 1);
+  EXPECT_EQ(ingest_.count(), 0u);
+  EXPECT_FALSE(ingest_.IsStored("1.2.3.4.5.20").value());
+  auto e = Tool("echoscu -aet ECHOSCU -aec PHIGATE " + Plain());
+  EXPECT_EQ(e.code, 0) << e.out;
+}
+
+TEST_F(DicomServerTest, StalledAssociationIsAbortedAfterDimseTimeout) {
+  auto cfg = BaseConfig();
+  cfg.dimse_timeout_seconds = 1;
+  StartServer(cfg);
+  RawScu scu(server_->plain_port(), UID_CTImageStorage);
+  ASSERT_TRUE(scu.cond.good()) << scu.cond.text();
+  // Say nothing: the server gives up after its DIMSE timeout and aborts.
+  EXPECT_TRUE(WaitFor([&] { return server_->stats().associations_aborted == 1; }));
+  auto ls = server_->Listeners();
+  EXPECT_TRUE(WaitFor([&] { return server_->Listeners()[1].open_connections == 0; }));
 }
 
 // ---- storage commitment ------------------------------------------------------
