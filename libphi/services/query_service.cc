@@ -1,0 +1,120 @@
+#include "libphi/services/query_service.h"
+
+#include "libphi/objects/phg_format.h"
+#include "libphi/services/ingest_service.h"
+#include "libphi/services/matching.h"
+
+namespace phi::services {
+namespace {
+
+bool HasWildcard(std::string_view s) { return s.find_first_of("*?") != std::string_view::npos; }
+
+}  // namespace
+
+index::Token QueryService::Token(std::string_view attr, std::string_view value) const {
+  crypto::Digest d = vault_.IndexToken(attr, value);
+  return index::Token(reinterpret_cast<const char*>(d.data()), d.size());
+}
+
+Result<PhiFields> QueryService::OpenPhi(const std::string& key_id, std::string_view level,
+                                        const index::Token& token, const index::Blob& box) {
+  PHI_ASSIGN_OR_RETURN(std::string plain, keys_.Open(key_id, PhiAad(level, token), box));
+  return PhiFields::Decode(plain);
+}
+
+Result<std::vector<StudyMatch>> QueryService::FindStudies(const StudyQuery& q) {
+  if (q.limit == 0 || q.limit > 10000) return Status::InvalidArgument("limit must be 1..10000");
+  if (!IsValidDateRange(q.study_date)) return Status::InvalidArgument("malformed StudyDate range");
+  index::StudyFilter f;
+  for (const std::string& uid : q.study_instance_uids) {
+    f.study_uid_tokens.push_back(Token("StudyInstanceUID", uid));
+  }
+  if (!q.patient_id.empty() && !HasWildcard(q.patient_id)) {
+    f.patient_id_token = Token("PatientID", q.patient_id);
+  }
+  if (!q.accession_number.empty() && !HasWildcard(q.accession_number)) {
+    f.accession_token = Token("AccessionNumber", q.accession_number);
+  }
+  int y0 = 0, y1 = 0;
+  if (DateRangeYears(q.study_date, &y0, &y1)) {
+    if (y0 > 0) f.year_min = y0;
+    if (y1 < 9999) f.year_max = y1;
+  }
+  if (!q.modality.empty()) f.modality = q.modality;
+  f.limit = 1000;
+
+  std::vector<StudyMatch> out;
+  size_t skipped = 0;
+  for (;;) {
+    PHI_ASSIGN_OR_RETURN(index::StudyCandidates page, catalog_.QueryStudies(f));
+    for (index::StudyRow& row : page.rows) {
+      f.after_study_pk = row.study_pk;
+      PHI_ASSIGN_OR_RETURN(PhiFields phi,
+                           OpenPhi(row.key_id, "study", row.study_uid_token, row.phi));
+      if (!WildcardMatch(q.patient_name, phi.Get("PatientName"), q.fold_case)) continue;
+      if (HasWildcard(q.patient_id) && !WildcardMatch(q.patient_id, phi.Get("PatientID"))) continue;
+      if (HasWildcard(q.accession_number) &&
+          !WildcardMatch(q.accession_number, phi.Get("AccessionNumber"))) {
+        continue;
+      }
+      if (!q.study_date.empty() && !DateRangeMatch(q.study_date, phi.Get("StudyDate"))) continue;
+      if (skipped < q.offset) {
+        ++skipped;
+        continue;
+      }
+      out.push_back(StudyMatch{std::move(row), std::move(phi)});
+      if (out.size() >= q.limit) return out;
+    }
+    if (!page.truncated) break;
+  }
+  return out;
+}
+
+Result<StudyMatch> QueryService::GetStudy(const std::string& study_instance_uid) {
+  index::Token t = Token("StudyInstanceUID", study_instance_uid);
+  PHI_ASSIGN_OR_RETURN(index::StudyRow row, catalog_.FindStudyByUidToken(t));
+  PHI_ASSIGN_OR_RETURN(PhiFields phi, OpenPhi(row.key_id, "study", t, row.phi));
+  return StudyMatch{std::move(row), std::move(phi)};
+}
+
+Result<std::vector<SeriesMatch>> QueryService::ListSeries(const std::string& study_instance_uid) {
+  PHI_ASSIGN_OR_RETURN(StudyMatch study, GetStudy(study_instance_uid));
+  PHI_ASSIGN_OR_RETURN(std::vector<index::SeriesRow> rows, catalog_.ListSeries(study.row.study_pk));
+  std::vector<SeriesMatch> out;
+  out.reserve(rows.size());
+  for (index::SeriesRow& r : rows) {
+    PHI_ASSIGN_OR_RETURN(PhiFields phi,
+                         OpenPhi(study.row.key_id, "series", r.series_uid_token, r.phi));
+    out.push_back(SeriesMatch{std::move(r), std::move(phi)});
+  }
+  return out;
+}
+
+Result<std::vector<InstanceMatch>> QueryService::ListInstances(
+    const std::string& study_instance_uid) {
+  PHI_ASSIGN_OR_RETURN(StudyMatch study, GetStudy(study_instance_uid));
+  PHI_ASSIGN_OR_RETURN(std::vector<index::InstanceRow> rows,
+                       catalog_.ListInstancesOfStudy(study.row.study_pk));
+  std::vector<InstanceMatch> out;
+  out.reserve(rows.size());
+  for (index::InstanceRow& r : rows) {
+    PHI_ASSIGN_OR_RETURN(PhiFields phi,
+                         OpenPhi(study.row.key_id, "instance", r.sop_uid_token, r.phi));
+    out.push_back(InstanceMatch{std::move(r), std::move(phi)});
+  }
+  return out;
+}
+
+Result<OpenedInstance> QueryService::OpenInstance(const std::string& sop_instance_uid) {
+  PHI_ASSIGN_OR_RETURN(index::InstanceRow row,
+                       catalog_.GetInstanceBySopToken(Token("SOPInstanceUID", sop_instance_uid)));
+  PHI_ASSIGN_OR_RETURN(index::StudyRow study, catalog_.GetStudy(row.study_pk));
+  PHI_ASSIGN_OR_RETURN(objects::KeyId key_bytes, objects::phg::ParseId(study.key_id));
+  OpenedInstance o;
+  PHI_ASSIGN_OR_RETURN(o.cipher, keys_.Cipher(study.key_id));
+  PHI_ASSIGN_OR_RETURN(o.reader, objects_.Open(row.object_id, key_bytes, *o.cipher));
+  o.row = std::move(row);
+  return o;
+}
+
+}  // namespace phi::services

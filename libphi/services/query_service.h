@@ -1,0 +1,81 @@
+// phi::services::QueryService: study/series/instance queries over the
+// encrypted index, for C-FIND, QIDO-RS and the admin tools. The catalog
+// narrows candidates on blind-index tokens and non-PHI columns (study year,
+// modality); this service decrypts each candidate's PHI with its study key
+// and applies DICOM matching (wildcards, date ranges) before limit/offset.
+// Thread-safety: thread-safe.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "libphi/index/catalog.h"
+#include "libphi/objects/object_store.h"
+#include "libphi/services/phi_fields.h"
+#include "libphi/services/study_keys.h"
+#include "libphi/vault/key_vault.h"
+
+namespace phi::services {
+
+struct StudyQuery {
+  std::string patient_name;                      // wildcards * and ?; "" = any
+  std::string patient_id;                        // exact (token) unless it has wildcards
+  std::string accession_number;                  // exact (token) unless it has wildcards
+  std::string study_date;                        // DA range: "YYYYMMDD", "A-B", "-B", "A-"
+  std::string modality;                          // a series of the study has it
+  std::vector<std::string> study_instance_uids;  // any of these
+  bool fold_case = true;                         // PatientName case-insensitive
+  size_t offset = 0;
+  size_t limit = 100;  // REQUIRES: 1..10000
+};
+
+struct StudyMatch {
+  index::StudyRow row;  // non-PHI columns (row.phi is the sealed blob)
+  PhiFields phi;        // decrypted study attributes
+};
+
+struct SeriesMatch {
+  index::SeriesRow row;
+  PhiFields phi;
+};
+
+struct InstanceMatch {
+  index::InstanceRow row;
+  PhiFields phi;
+};
+
+// An opened object: its reader and the cipher it reads with.
+struct OpenedInstance {
+  std::unique_ptr<crypto::AesGcm> cipher;  // must outlive reader (declared first)
+  objects::ObjectReaderPtr reader;
+  index::InstanceRow row;
+};
+
+class QueryService {
+ public:
+  QueryService(vault::KeyVault& vault, index::Catalog& catalog, objects::ObjectStore& objects,
+               StudyKeys& keys)
+      : vault_(vault), catalog_(catalog), objects_(objects), keys_(keys) {}
+
+  // InvalidArgument for a malformed date range or limit.
+  Result<std::vector<StudyMatch>> FindStudies(const StudyQuery& q);
+  Result<StudyMatch> GetStudy(const std::string& study_instance_uid);
+  Result<std::vector<SeriesMatch>> ListSeries(const std::string& study_instance_uid);
+  Result<std::vector<InstanceMatch>> ListInstances(const std::string& study_instance_uid);
+  Result<OpenedInstance> OpenInstance(const std::string& sop_instance_uid);
+
+ private:
+  index::Token Token(std::string_view attr, std::string_view value) const;
+  Result<PhiFields> OpenPhi(const std::string& key_id, std::string_view level,
+                            const index::Token& token, const index::Blob& box);
+
+  vault::KeyVault& vault_;
+  index::Catalog& catalog_;
+  objects::ObjectStore& objects_;
+  StudyKeys& keys_;
+};
+
+}  // namespace phi::services
