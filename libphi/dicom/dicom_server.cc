@@ -1054,17 +1054,16 @@ std::vector<ListenerStatus> DicomServer::Listeners() const {
   const Impl& m = *impl_;
   auto s = m.Current();
   std::vector<ListenerStatus> out;
-  auto state = [&](bool enabled, int fd) -> std::string {
+  auto state = [&](bool enabled) -> std::string {
     if (!enabled) return "disabled";
-    if (fd >= 0 && m.accepting.load()) return "listening";
-    return m.started.load() ? "stopped" : "stopped";
+    return m.accepting.load() ? "listening" : "stopped";
   };
   ListenerStatus t;
   t.name = "dicom-tls";
   t.address =
       m.tls_addr.empty() ? s->cfg.tls.bind + ":" + std::to_string(s->cfg.tls.port) : m.tls_addr;
   t.tls = true;
-  t.state = state(s->cfg.tls.enabled, m.tls_fd);
+  t.state = state(s->cfg.tls.enabled);
   t.open_connections = m.open_tls.load();
   t.accepted_total = m.accepted_tls.load();
   t.refused_total = m.refused_tls.load();
@@ -1074,7 +1073,7 @@ std::vector<ListenerStatus> DicomServer::Listeners() const {
   p.address = m.plain_addr.empty() ? s->cfg.plain.bind + ":" + std::to_string(s->cfg.plain.port)
                                    : m.plain_addr;
   p.tls = false;
-  p.state = state(s->cfg.plain.enabled, m.plain_fd);
+  p.state = state(s->cfg.plain.enabled);
   p.open_connections = m.open_plain.load();
   p.accepted_total = m.accepted_plain.load();
   p.refused_total = m.refused_plain.load();

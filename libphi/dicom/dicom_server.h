@@ -20,6 +20,22 @@
 // RQ read) clears the global and releases the mutex. So the mutex covers only
 // a few non-blocking syscalls, never peer I/O.
 //
+// Storage Commitment Push Model: N-ACTION is answered, then the N-EVENT-REPORT
+// is sent on the same association and its N-EVENT-REPORT-RSP awaited (DIMSE
+// timeout); an instance is reported committed only when Ingest::IsStored()
+// says so (failures carry reason 0x0112, or 0x0110 when IsStored errs).
+// NOT YET: sending the report on a new association to the requester when the
+// first one was released (needs a per-AE address/port in DicomPeer); until
+// then a requester that releases before the report gets none.
+//
+// Process-wide effects (done once, in Create): DCMTK reverse DNS off, DCMTK's
+// own logger at FATAL (it can print dataset values at debug levels), SIGPIPE
+// ignored if it was SIG_DFL. dcmExternalSocketHandle is owned by this class:
+// no other in-process DCMTK *acceptor* may use it (SCU code is unaffected).
+// Reload swaps TLS material, allow-list, per-AE limit and timeouts for new
+// associations; bind addresses and the pool size need a restart (the total
+// limit can only shrink on reload).
+//
 // Thread-safety: Start/Reload/StopAccepting/Drain from one thread (the
 // daemon's main thread); Listeners()/stats() from any thread.
 #pragma once
