@@ -16,6 +16,8 @@
 //
 // Thread-safety: every Catalog method is thread-safe. A WriteTxn is only
 // valid inside the Write() closure it was passed to, on the writer thread.
+// Inside a closure, read through the WriteTxn: the Catalog's read methods use
+// the reader pool and do not see the closure's uncommitted writes.
 #pragma once
 
 #include <cstdint>
@@ -148,11 +150,13 @@ struct StudyFilter {
   // With a year range: also return studies whose year is unknown (no StudyDate),
   // so that the caller decides after decryption. Default: conservative.
   bool include_unknown_year = true;
-  std::optional<std::string> modality;  // a series of the study has this modality
-  std::optional<int64_t> created_min;   // unix seconds, inclusive
-  std::optional<int64_t> created_max;   // inclusive
-  int64_t after_study_pk = 0;           // paging: only study_pk > this
-  size_t limit = 1000;                  // candidate cap (ResourceExhausted-free: see truncated)
+  std::optional<std::string> modality;     // a series of the study has this modality
+  std::optional<int64_t> created_min;      // unix seconds, inclusive
+  std::optional<int64_t> created_max;      // inclusive
+  std::optional<int64_t> last_access_max;  // unix seconds, inclusive (retention)
+  bool exclude_legal_hold = false;         // retention: skip studies under hold
+  int64_t after_study_pk = 0;              // paging: only study_pk > this
+  size_t limit = 1000;                     // candidate cap (ResourceExhausted-free: see truncated)
 };
 
 struct StudyCandidates {

@@ -728,19 +728,26 @@ Status SqliteCatalog::LoadAuditHead() {
     }
     return Status::Ok();
   }
-  if (!options_.audit_mac) return Status::Ok();
-  Result<audit::ChainHead> signed_head = audit::DecodeSignedHead(*blob, options_.audit_mac);
+  unchecked_signed_head_ = std::move(blob);
+  return Status::Ok();
+}
+
+void SqliteCatalog::CheckSignedHeadOnce() {
+  if (!unchecked_signed_head_ || !options_.audit_mac) return;
+  const std::string blob = std::move(*unchecked_signed_head_);
+  unchecked_signed_head_.reset();
+  const audit::ChainHead from_rows = audit_head_;
+  Result<audit::ChainHead> signed_head = audit::DecodeSignedHead(blob, options_.audit_mac);
   if (!signed_head.ok()) {
     PHI_LOG(kCritical, "audit chain signed head does not verify; run audit verify",
             {{"status", signed_head.status()}});
-    return Status::Ok();
+    return;
   }
   if (signed_head->seq != from_rows.seq || signed_head->hash != from_rows.hash) {
     PHI_LOG(kCritical, "audit chain does not end at its signed head; run audit verify",
             {{"last_seq", from_rows.seq}, {"head_seq", signed_head->seq}});
     if (signed_head->seq > from_rows.seq) audit_head_ = *signed_head;
   }
-  return Status::Ok();
 }
 
 Result<std::optional<std::string>> SqliteCatalog::ReadAuditHead() {
@@ -876,6 +883,7 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
   Status sticky = health();
   if (!sticky.ok()) return fail_all(sticky);
 
+  CheckSignedHeadOnce();
   Status s = db.Exec("BEGIN IMMEDIATE");
   if (!s.ok()) {
     stat_commit_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -1025,6 +1033,8 @@ Result<StudyCandidates> SqliteCatalog::QueryStudies(const StudyFilter& f) {
   }
   if (f.created_min) sql += " AND created_at >= ?";
   if (f.created_max) sql += " AND created_at <= ?";
+  if (f.last_access_max) sql += " AND last_access_at <= ?";
+  if (f.exclude_legal_hold) sql += " AND legal_hold = 0";
   sql += " ORDER BY study_pk LIMIT ?";
 
   PHI_WITH_READER(r);
@@ -1039,6 +1049,7 @@ Result<StudyCandidates> SqliteCatalog::QueryStudies(const StudyFilter& f) {
   if (f.modality) PHI_RETURN_IF_ERROR(st.BindText(i++, *f.modality));
   if (f.created_min) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.created_min));
   if (f.created_max) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.created_max));
+  if (f.last_access_max) PHI_RETURN_IF_ERROR(st.BindInt(i++, *f.last_access_max));
   PHI_RETURN_IF_ERROR(st.BindInt(i++, static_cast<int64_t>(f.limit) + 1));
 
   StudyCandidates out;

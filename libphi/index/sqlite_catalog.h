@@ -31,6 +31,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -126,6 +127,10 @@ class SqliteCatalog final : public Catalog {
   SqliteCatalog(Path path, Env& env, Options options);
   Status Init();
   Status LoadAuditHead();
+  // Checks the signed chain head against the rows, once, on the writer thread
+  // before the first batch: the MAC key (derived from a secret stored in this
+  // catalog) is only available after Open, so the check cannot run in Open.
+  void CheckSignedHeadOnce();
   void WriterLoop();
   void RunBatch(std::vector<Job*>& batch);
   void RunRaw(Job* job);
@@ -144,6 +149,7 @@ class SqliteCatalog final : public Catalog {
   // Writer thread state (touched only by the writer thread once started).
   std::unique_ptr<Db> writer_db_;
   audit::ChainHead audit_head_;
+  std::optional<std::string> unchecked_signed_head_;  // set by LoadAuditHead, cleared when checked
   std::thread writer_;
   std::thread::id writer_id_;
 

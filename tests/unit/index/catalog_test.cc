@@ -491,6 +491,51 @@ TEST_F(CatalogTest, QueryStudiesNarrowsOnTokensYearModalityWithCap) {
   EXPECT_EQ(rest->size(), 6u);
 }
 
+// The real PosixEnv with a settable clock.
+class ClockEnv : public EnvWrapper {
+ public:
+  explicit ClockEnv(Env& t) : EnvWrapper(t) {}
+  SystemTime Now() override { return SystemTime(std::chrono::seconds(now_s.load())); }
+  std::atomic<int64_t> now_s{1'000'000};
+};
+
+TEST_F(CatalogTest, RetentionFiltersUseInjectedClock) {
+  ClockEnv clock(env_);
+  auto opened = SqliteCatalog::Open(dir_.path(), clock, {.audit_mac = TestMac()});
+  ASSERT_TRUE(opened.ok());
+  auto& c = *opened.value();
+  std::vector<int64_t> pk;
+  for (int n = 0; n < 4; ++n) {
+    clock.now_s = 1'000'000 + n * 100;  // created at 1000000, 1000100, 1000200, 1000300
+    pk.push_back(AddStudy(c, n, 2020, "CT"));
+  }
+  clock.now_s = 2'000'000;
+  ASSERT_TRUE(c.Write([&](WriteTxn& t) -> Status {
+                 PHI_RETURN_IF_ERROR(t.TouchStudy(pk[0]));
+                 return t.SetLegalHold(pk[1], true);
+               }).ok());
+  EXPECT_EQ(c.GetStudy(pk[0])->last_access_at, 2'000'000);
+  EXPECT_EQ(c.GetStudy(pk[2])->created_at, 1'000'200);
+
+  auto keys = [&](const StudyFilter& f) {
+    std::vector<std::string> out;
+    auto r = c.QueryStudies(f);
+    EXPECT_TRUE(r.ok());
+    for (const auto& row : r->rows) out.push_back(row.key_id);
+    return out;
+  };
+  using V = std::vector<std::string>;
+  StudyFilter f;
+  f.created_min = 1'000'100;
+  f.created_max = 1'000'200;
+  EXPECT_EQ(keys(f), (V{"k1", "k2"}));
+  // Retention candidates: not accessed since 1500000 and not on hold.
+  f = {};
+  f.last_access_max = 1'500'000;
+  f.exclude_legal_hold = true;
+  EXPECT_EQ(keys(f), (V{"k2", "k3"}));
+}
+
 TEST_F(CatalogTest, UpsertAndMetaAndPhiUpdate) {
   auto c = OpenCatalog();
   ASSERT_TRUE(c);
