@@ -929,6 +929,7 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
   }
   if (batch_error.ok()) {
     batch_error = db.Exec("COMMIT");
+    if (!batch_error.ok()) batch_error = batch_error.WithContext("catalog commit");
   }
   if (!batch_error.ok()) {
     audit_head_ = batch_head;
