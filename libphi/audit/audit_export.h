@@ -1,0 +1,29 @@
+// phi::audit export: audit records as JSON lines (one object per record),
+// for `phigatectl audit export` and SIEM ingestion. Fields: seq, time
+// (RFC 3339 UTC, microseconds), time_us, actor, action, object, outcome, peer,
+// detail, prev_hash and mac (lowercase hex). Invalid UTF-8 is replaced
+// (U+FFFD), never an error. Records carry no PHI by contract (audit_log.h).
+// Thread-safety: free functions; the reader and sink are used from the caller's thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "libphi/audit/audit_log.h"
+
+namespace phi::audit {
+
+// One record as a JSON object (no trailing newline).
+std::string ToJsonLine(const AuditRecord& r);
+
+// Formats microseconds since the epoch as "YYYY-MM-DDTHH:MM:SS.uuuuuuZ".
+std::string FormatTimeUs(int64_t time_us);
+
+// Streams every record with seq > after_seq, in seq order, to sink (one line
+// per call, without newline). Stops at the first sink error. Returns the count.
+Result<int64_t> ExportJsonLines(AuditReader& reader, int64_t after_seq,
+                                const std::function<Status(std::string_view line)>& sink);
+
+}  // namespace phi::audit
