@@ -59,7 +59,7 @@ bool IsUnder(const Path& p, const Path& root) {
 }  // namespace
 
 Result<crypto::SecretBytes> ReadKekFile(const Path& path, const Path& storage_root,
-                                        std::string_view what) {
+                                        std::string_view what, bool check_same_fs) {
   if (path.empty() || !path.is_absolute()) {
     return KekError(what, path, "key file path must be absolute");
   }
@@ -95,7 +95,7 @@ Result<crypto::SecretBytes> ReadKekFile(const Path& path, const Path& storage_ro
         what, path,
         std::string("key file mode is ") + mode + ", group/other must have no access (chmod 0400)");
   }
-  if (st.st_dev == root_st.st_dev) {
+  if (check_same_fs && st.st_dev == root_st.st_dev) {
     return KekError(what, path,
                     "key file is on the same filesystem as the storage root " +
                         storage_root.string() + "; keep KEKs off the data volume");
@@ -142,7 +142,7 @@ Result<crypto::SecretBytes> ReadKekFile(const Path& path, const Path& storage_ro
       "key file has " + std::to_string(got) + " bytes; expected 32 raw bytes or 64 hex digits");
 }
 
-Result<Kek> LoadKek(const config::KekConfig& cfg, const Path& storage_root) {
+Result<Kek> LoadKek(const config::KekConfig& cfg, const Path& storage_root, bool check_same_fs) {
   const bool has_cred = !cfg.credential.empty();
   const bool has_file = !cfg.file.empty();
   if (has_cred == has_file) {
@@ -170,7 +170,8 @@ Result<Kek> LoadKek(const config::KekConfig& cfg, const Path& storage_root) {
   } else {
     path = cfg.file;
   }
-  PHI_ASSIGN_OR_RETURN(crypto::SecretBytes key, ReadKekFile(path, storage_root, what));
+  PHI_ASSIGN_OR_RETURN(crypto::SecretBytes key,
+                       ReadKekFile(path, storage_root, what, check_same_fs));
   return Kek{cfg.id, std::move(key)};
 }
 

@@ -36,11 +36,14 @@ struct Kek {
 };
 
 // Reads the key file at `path` (see the rules above). `what` names the KEK in errors.
+// `check_same_fs` false skips only the st_dev rule: for a storage root that is
+// not a dedicated volume (storage.require_encrypted_volume: false, dev/tests).
 Result<crypto::SecretBytes> ReadKekFile(const Path& path, const Path& storage_root,
-                                        std::string_view what);
+                                        std::string_view what, bool check_same_fs = true);
 
 // The KEK described by `cfg`: `credential` (under $CREDENTIALS_DIRECTORY; error if
 // that variable is unset) or `file`; exactly one must be set.
-Result<Kek> LoadKek(const config::KekConfig& cfg, const Path& storage_root);
+Result<Kek> LoadKek(const config::KekConfig& cfg, const Path& storage_root,
+                    bool check_same_fs = true);
 
 }  // namespace phi::vault

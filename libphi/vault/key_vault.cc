@@ -72,7 +72,7 @@ Result<std::unique_ptr<KeyVault>> KeyVault::Open(const config::KeysConfig& keys,
   std::vector<Kek> keks;
   keks.reserve(keys.keks.size());
   for (const auto& k : keys.keks) {
-    PHI_ASSIGN_OR_RETURN(Kek kek, LoadKek(k, storage_root));
+    PHI_ASSIGN_OR_RETURN(Kek kek, LoadKek(k, storage_root, options.kek_off_storage_filesystem));
     keks.push_back(std::move(kek));
   }
   std::unique_ptr<KeyVault> v(

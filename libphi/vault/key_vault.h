@@ -73,6 +73,10 @@ struct WrappedKey {
 
 struct VaultOptions {
   size_t max_cached_keys = 4096;  // LRU bound on plaintext study keys (>= 1)
+  // Refuse KEK files on the storage root's filesystem. Only a storage root that
+  // is not a dedicated volume (storage.require_encrypted_volume: false: dev and
+  // tests) turns this off; a KEK under the storage root is always refused.
+  bool kek_off_storage_filesystem = true;
 };
 
 class KeyVault {

@@ -120,6 +120,17 @@ TEST_F(KekSourceTest, RefusesKeysOnTheStorageVolume) {
   EXPECT_FALSE(ReadKekFile(keys_ / "x", storage_ / "nope", "test").ok());
 }
 
+TEST_F(KekSourceTest, SameFilesystemAllowedOnlyWhenStorageIsNotAVolume) {
+  // storage.require_encrypted_volume: false (dev, tests): the storage root is a
+  // plain folder, so a sibling key file is accepted; under the root never is.
+  TempDir sibling;
+  WriteFile(sibling / "kek", testing::RandomKeyBytes(), 0400);
+  EXPECT_TRUE(ReadKekFile(sibling / "kek", storage_.path(), "test", /*check_same_fs=*/false).ok());
+  WriteFile(storage_ / "kek", testing::RandomKeyBytes(), 0400);
+  EXPECT_FALSE(
+      ReadKekFile(storage_ / "kek", storage_.path(), "test", /*check_same_fs=*/false).ok());
+}
+
 class ScopedEnvVar {
  public:
   ScopedEnvVar(const char* name, const char* value) : name_(name) {
