@@ -2,8 +2,11 @@
 // commit, savepoint isolation, cascades, queries, migrations, the audit chain
 // (tampered with the sqlite3 CLI), and secure_delete erasure (file scan).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -603,6 +606,93 @@ TEST_F(CatalogTest, TightensLooseFileMode) {
   struct stat st {};
   ASSERT_EQ(::stat(DbPath().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(CatalogTest, RefusesAFileThatIsNotACatalog) {
+  phi::testing::WriteFile(DbPath(), std::string(8192, 'x'));
+  auto c = SqliteCatalog::Open(dir_.path(), env_, {.audit_mac = TestMac()});
+  ASSERT_FALSE(c.ok());
+  EXPECT_EQ(c.status().code(), Code::kCorruption) << c.status().ToString();
+}
+
+TEST_F(CatalogTest, BoundsEveryInput) {
+  auto c = OpenCatalog();
+  ASSERT_TRUE(c);
+  auto code = [&](std::function<Status(WriteTxn&)> fn) { return c->Write(std::move(fn)).code(); };
+  EXPECT_EQ(code([](WriteTxn& t) {
+              return t.PutStudyKey({"k", "kek", std::string(kMaxBlobBytes + 1, 'w'), 0});
+            }),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code([](WriteTxn& t) {
+              return t.PutStudyKey({std::string(kMaxTextBytes + 1, 'k'), "kek", "w", 0});
+            }),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code([](WriteTxn& t) {
+              return t.PutStudyKey({"", "kek", "w", 0});
+            }),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code([](WriteTxn& t) {
+              return t.UpsertStudy({"k", Tok('S', 1), {}, {}, 12345, "phi"}).status();
+            }),
+            Code::kInvalidArgument);
+  EXPECT_EQ(code([](WriteTxn& t) {
+              return t.UpsertStudy({"k", Tok('S', 1), {}, {}, {}, ""}).status();
+            }),
+            Code::kInvalidArgument);
+  audit::AuditEvent big{
+      {}, "a", "store", "o", "ok", "", std::string(audit::kMaxDetailField + 1, 'd')};
+  EXPECT_EQ(code([&](WriteTxn& t) { return t.AppendAudit(big).status(); }), Code::kInvalidArgument);
+  StudyFilter f;
+  f.study_uid_tokens.assign(SqliteCatalog::kMaxStudyFilterTokens + 1, Tok('S', 1));
+  EXPECT_EQ(c->QueryStudies(f).status().code(), Code::kInvalidArgument);
+  EXPECT_EQ(c->ListStudyKeys("", 0).status().code(), Code::kInvalidArgument);
+  // Nothing above reached the tables.
+  EXPECT_EQ(c->CountObjects()->studies, 0);
+  EXPECT_TRUE(c->ReadAudit(0, 10)->empty());
+}
+
+// kill -9 of a process in the middle of a stream of writes: every write it
+// acknowledged is in the catalog afterwards, and the audit chain is whole.
+// (Process death, not power loss: the page cache survives; fsync ordering is
+// SQLite's WAL contract with synchronous=FULL.)
+TEST_F(CatalogTest, KillNineNeverLosesAnAcknowledgedWrite) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::close(fds[0]);
+    auto c = SqliteCatalog::Open(dir_.path(), env_, {.audit_mac = TestMac()});
+    if (!c.ok()) ::_exit(2);
+    for (int i = 0;; ++i) {
+      Status s = (*c)->Write([i](WriteTxn& t) -> Status {
+        PHI_RETURN_IF_ERROR(t.PutStudyKey({"k" + std::to_string(i), "kek", "w", 0}));
+        audit::AuditEvent e{{}, "test", "store", "key:" + std::to_string(i), "ok", "", ""};
+        return t.AppendAudit(e).status();
+      });
+      if (!s.ok()) ::_exit(3);
+      if (::write(fds[1], &i, sizeof i) != sizeof i) ::_exit(4);
+    }
+  }
+  ::close(fds[1]);
+  int last = -1, v = 0;
+  while (last < 40 && ::read(fds[0], &v, sizeof v) == sizeof v) last = v;
+  ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  int wstatus = 0;
+  ASSERT_EQ(::waitpid(pid, &wstatus, 0), pid);
+  EXPECT_TRUE(WIFSIGNALED(wstatus));
+  while (::read(fds[0], &v, sizeof v) == sizeof v) last = v;  // acks sent before death
+  ::close(fds[0]);
+  ASSERT_GE(last, 40);
+
+  auto c = OpenCatalog();
+  ASSERT_TRUE(c);
+  for (int i = 0; i <= last; ++i) EXPECT_TRUE(c->GetStudyKey("k" + std::to_string(i)).ok()) << i;
+  auto rep = audit::Verify(*c, TestMac());
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->ok) << audit::BreakReasonName(rep->reason) << " at " << rep->broken_seq;
+  EXPECT_GE(rep->count, last + 1);
+  EXPECT_TRUE(Audit(*c, 0).ok());
 }
 
 class AuditTamperTest : public CatalogTest {
