@@ -434,7 +434,9 @@ MapView::MapView(Loader& loader, const YAML::Node& node, std::string prefix, int
   }
   std::map<std::string, int> seen;
   for (auto it = node.begin(); it != node.end(); ++it) {
-    const YAML::Node& k = it->first;
+    // Copies: it-> yields a proxy that dies at the end of the expression.
+    const YAML::Node k = it->first;
+    const YAML::Node v = it->second;
     int kline = Loader::LineOf(k);
     if (!k.IsScalar()) {
       loader_.Error(kline, prefix_, "keys must be plain names");
@@ -446,7 +448,7 @@ MapView::MapView(Loader& loader, const YAML::Node& node, std::string prefix, int
                     "duplicate key (first at line " + std::to_string(prev->second) + ")");
       continue;
     }
-    entries_.push_back(Entry{name, it->second, kline, false});
+    entries_.push_back(Entry{name, v, kline, false});
   }
 }
 
