@@ -36,7 +36,20 @@
 #include "libphi/config/dev_config.h"
 #endif
 #if PHI_HAVE_TLS
+#include "libphi/tls/asio_runner.h"
 #include "libphi/tls/tls_context_provider.h"
+#endif
+#if PHI_HAVE_HL7
+#include "libphi/hl7/ack.h"
+#include "libphi/hl7/hl7_server.h"
+#endif
+#if PHI_HAVE_WEB
+#include "libphi/web/router.h"
+#include "libphi/web/web_server.h"
+#endif
+#if PHI_HAVE_DICOM
+#include "libphi/dicom/dicom_server.h"
+#include "libphi/services/ingest.h"
 #endif
 
 #ifndef PHI_VERSION
@@ -72,6 +85,21 @@ struct DaemonState {
   MonotonicTime started;
   std::vector<Server*> servers;  // set before the admin socket starts; immutable after
 };
+
+#if PHI_HAVE_DICOM
+// Placeholder until services::Ingest is implemented over the catalog and the object
+// store: every C-STORE is refused (Unavailable -> DIMSE "out of resources"), nothing
+// is acknowledged that is not durable. TODO(services): replace with the real ingest.
+class IngestNotWired final : public services::Ingest {
+ public:
+  Result<services::StoreResult> Store(const services::IngestContext&,
+                                      const services::InstanceAttributes&,
+                                      std::span<const std::byte>) override {
+    return Status::Unavailable("storage is not wired into this build yet");
+  }
+  Result<bool> IsStored(const std::string&) override { return false; }
+};
+#endif
 
 // One clear line on stderr (and the journal when we run under systemd).
 void Fatal(std::string_view what) {
@@ -359,9 +387,67 @@ int Run(const Options& opts, sigset_t sigs) {
     state.log_level = level;
   }
 
-  // 4. Edges. TODO(dicom, hl7, web): construct each front here as it lands and push
-  // it onto `servers` before the admin server.
+  // 4. Edges. Everything they use is declared before `servers`, so it outlives them.
+#if PHI_HAVE_TLS
+  tls::AsioRunner runner;  // HL7 and HTTPS: one io_context, one thread per core
+  std::unique_ptr<tls::TlsContextProvider> hl7_tls, web_tls;
+#endif
+#if PHI_HAVE_HL7
+  // TODO(services): the HL7 ADT/ORM/ORU handlers replace this; until then every
+  // message gets AR "not implemented yet".
+  hl7::NotImplementedHandler hl7_handler(env);
+#endif
+#if PHI_HAVE_DICOM
+  IngestNotWired ingest;
+#endif
   std::vector<std::unique_ptr<Server>> servers;
+  auto add = [&](auto created) -> bool {
+    if (!created.ok()) {
+      Fatal(created.status().ToString());
+      return false;
+    }
+    servers.push_back(std::move(created).value());
+    return true;
+  };
+#if PHI_HAVE_DICOM
+  if (!add(dicom::DicomServer::Create(cfg.dicom, cfg.tls, ingest, env))) return kExitFailure;
+#endif
+#if PHI_HAVE_HL7
+  if (cfg.hl7.tls.enabled || cfg.hl7.plain.enabled) {
+    if (cfg.hl7.tls.enabled) {
+      auto p = tls::TlsContextProvider::Create(cfg.tls, cfg.hl7.tls.require_client_cert, env);
+      if (!p.ok()) {
+        Fatal(p.status().WithContext("hl7-tls").ToString());
+        return kExitFailure;
+      }
+      hl7_tls = std::move(p).value();
+    }
+    if (!add(hl7::Hl7Server::Create(cfg.hl7, hl7_tls.get(), runner, hl7_handler))) {
+      return kExitFailure;
+    }
+  }
+#endif
+#if PHI_HAVE_WEB
+  if (cfg.web.https.enabled) {
+    auto p = tls::TlsContextProvider::Create(cfg.tls, cfg.web.https.require_client_cert, env);
+    if (!p.ok()) {
+      Fatal(p.status().WithContext("https").ToString());
+      return kExitFailure;
+    }
+    web_tls = std::move(p).value();
+    // TODO(services): DICOMweb routes (QIDO/WADO/STOW) are added to this router.
+    web::Router router;
+    if (!add(web::WebServer::Create(cfg.web, *web_tls, runner, std::move(router), env))) {
+      return kExitFailure;
+    }
+  }
+#endif
+#if PHI_HAVE_TLS
+  if (Status st = runner.Start(); !st.ok()) {
+    Fatal(st.ToString());
+    return kExitFailure;
+  }
+#endif
 
   auto admin = admin::AdminServer::Create(cfg.admin, env);
   if (!admin.ok()) {
@@ -477,6 +563,9 @@ int Run(const Options& opts, sigset_t sigs) {
   }
   // Destroy in reverse order of construction.
   while (!servers.empty()) servers.pop_back();
+#if PHI_HAVE_TLS
+  runner.Stop();
+#endif
   PHI_LOG(kNotice, "phigated stopped");
   return kExitOk;
 }
