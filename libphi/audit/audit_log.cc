@@ -105,13 +105,18 @@ std::string EncodeSignedHead(const ChainHead& head, const MacFn& mac) {
   return out;
 }
 
-Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac) {
+Result<ChainHead> ParseSignedHeadUnverified(std::string_view blob) {
   if (blob.size() != kSignedHeadBytes) return Status::Corruption("audit: bad signed head size");
   ChainHead head;
   uint64_t seq = 0;
   for (int i = 0; i < 8; ++i) seq = (seq << 8) | static_cast<uint8_t>(blob[i]);
   head.seq = static_cast<int64_t>(seq);
   std::memcpy(head.hash.data(), blob.data() + 8, head.hash.size());
+  return head;
+}
+
+Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac) {
+  PHI_ASSIGN_OR_RETURN(ChainHead head, ParseSignedHeadUnverified(blob));
   const crypto::Digest want = mac(crypto::AsBytes(HeadMacInput(head)));
   if (!crypto::ConstantTimeEqual(want, crypto::AsBytes(blob.substr(40)))) {
     return Status::Corruption("audit: signed head MAC mismatch");

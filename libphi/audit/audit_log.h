@@ -94,6 +94,10 @@ inline constexpr size_t kSignedHeadBytes = 8 + 32 + 32;
 std::string EncodeSignedHead(const ChainHead& head, const MacFn& mac);
 // Corruption if the size or the MAC is wrong.
 Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac);
+// The seq and hash without checking the MAC (Corruption on a bad size). For
+// the catalog at Open, before the MAC key is available: an unverified head
+// is only used to keep a truncation visible, never to vouch for anything.
+Result<ChainHead> ParseSignedHeadUnverified(std::string_view blob);
 
 // DDL of the audit table; the catalog runs it in its migrations.
 std::string_view TableDdl();

@@ -728,26 +728,23 @@ Status SqliteCatalog::LoadAuditHead() {
     }
     return Status::Ok();
   }
-  unchecked_signed_head_ = std::move(blob);
-  return Status::Ok();
-}
-
-void SqliteCatalog::CheckSignedHeadOnce() {
-  if (!unchecked_signed_head_ || !options_.audit_mac) return;
-  const std::string blob = std::move(*unchecked_signed_head_);
-  unchecked_signed_head_.reset();
-  const audit::ChainHead from_rows = audit_head_;
-  Result<audit::ChainHead> signed_head = audit::DecodeSignedHead(blob, options_.audit_mac);
+  // Not MAC-checked here, and the MAC is never called outside AppendAudit:
+  // the MAC key is derived from a secret the vault loads from this catalog's
+  // meta after Open. An unverified head is only used to keep a tail
+  // truncation visible (continue from it), never to vouch for anything;
+  // Verify() checks its MAC.
+  Result<audit::ChainHead> signed_head = audit::ParseSignedHeadUnverified(*blob);
   if (!signed_head.ok()) {
-    PHI_LOG(kCritical, "audit chain signed head does not verify; run audit verify",
+    PHI_LOG(kCritical, "audit chain signed head is malformed; run audit verify",
             {{"status", signed_head.status()}});
-    return;
+    return Status::Ok();
   }
   if (signed_head->seq != from_rows.seq || signed_head->hash != from_rows.hash) {
     PHI_LOG(kCritical, "audit chain does not end at its signed head; run audit verify",
             {{"last_seq", from_rows.seq}, {"head_seq", signed_head->seq}});
     if (signed_head->seq > from_rows.seq) audit_head_ = *signed_head;
   }
+  return Status::Ok();
 }
 
 Result<std::optional<std::string>> SqliteCatalog::ReadAuditHead() {
@@ -883,7 +880,6 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
   Status sticky = health();
   if (!sticky.ok()) return fail_all(sticky);
 
-  CheckSignedHeadOnce();
   Status s = db.Exec("BEGIN IMMEDIATE");
   if (!s.ok()) {
     stat_commit_failures_.fetch_add(1, std::memory_order_relaxed);

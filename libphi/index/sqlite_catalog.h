@@ -66,7 +66,10 @@ class SqliteCatalog final : public Catalog {
     size_t max_batch = 256;       // closures per group commit (>= 1)
     int busy_timeout_ms = 10000;  // PRAGMA busy_timeout on every connection
     // MAC of the audit chain (the vault's HMAC under its derived audit key).
-    // Without it, AppendAudit fails with Internal.
+    // Called only by AppendAudit, on the writer thread - never at Open or by
+    // other writes - so it may forward to a vault that loads its derivation
+    // secret from meta after the catalog is open. Without it, AppendAudit
+    // fails with Internal.
     audit::MacFn audit_mac;
     // Migrate only up to this version (0 = latest). Tests of migrations only.
     int schema_version_for_test = 0;
@@ -130,7 +133,6 @@ class SqliteCatalog final : public Catalog {
   // Checks the signed chain head against the rows, once, on the writer thread
   // before the first batch: the MAC key (derived from a secret stored in this
   // catalog) is only available after Open, so the check cannot run in Open.
-  void CheckSignedHeadOnce();
   void WriterLoop();
   void RunBatch(std::vector<Job*>& batch);
   void RunRaw(Job* job);
@@ -149,7 +151,6 @@ class SqliteCatalog final : public Catalog {
   // Writer thread state (touched only by the writer thread once started).
   std::unique_ptr<Db> writer_db_;
   audit::ChainHead audit_head_;
-  std::optional<std::string> unchecked_signed_head_;  // set by LoadAuditHead, cleared when checked
   std::thread writer_;
   std::thread::id writer_id_;
 

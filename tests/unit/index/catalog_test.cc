@@ -763,6 +763,29 @@ TEST_F(AuditTamperTest, TruncatedTail) {
   EXPECT_EQ(rep.reason, audit::BreakReason::kSeqGap);
 }
 
+// The vault loads the MAC key's secret from meta after the catalog opens: the
+// catalog must not call the MAC at Open, for reads, or for writes without audit.
+TEST_F(AuditTamperTest, MacIsCalledOnlyByAppendAudit) {
+  std::atomic<bool> key_loaded{false};
+  std::atomic<int> early_calls{0};
+  audit::MacFn real = TestMac();
+  audit::MacFn guarded = [&](crypto::ByteSpan d) {
+    if (!key_loaded) early_calls++;
+    return real(d);
+  };
+  auto c = OpenCatalog({.audit_mac = guarded});
+  ASSERT_TRUE(c);
+  ASSERT_TRUE(c->Write([](WriteTxn& t) { return t.PutMeta("vault.derivation", "wrapped"); }).ok());
+  EXPECT_TRUE(c->GetMeta("vault.derivation").ok());
+  EXPECT_EQ(early_calls.load(), 0);
+  key_loaded = true;
+  ASSERT_TRUE(Audit(*c, 11).ok());
+  auto rep = audit::Verify(*c, TestMac());
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->ok);
+  EXPECT_EQ(rep->count, 11);
+}
+
 TEST_F(AuditTamperTest, AppendAfterReopenContinuesTheChain) {
   {
     auto c = OpenCatalog();
