@@ -1,5 +1,8 @@
 #include "libphi/dicom/part10.h"
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -7,6 +10,7 @@
 #include "dcmtk/dcmdata/dcfilefo.h"
 #include "dcmtk/dcmdata/dcistrmb.h"
 #include "dcmtk/dcmdata/dcmetinf.h"
+#include "dcmtk/dcmdata/dctag.h"
 #include "dcmtk/dcmdata/dcxfer.h"
 
 namespace phi::dicom {
@@ -53,6 +57,170 @@ int32_t GetInt(DcmItem& item, const DcmTagKey& key) {
   return 0;
 }
 
+// ---- declared-length pre-scan ------------------------------------------------
+//
+// DCMTK allocates an element's declared length before reading its value, even
+// from a memory stream. A hostile 1 KiB dataset declaring a 4 GiB element would
+// make it allocate 4 GiB. So before DCMTK sees the bytes we walk the element
+// headers (descending into sequences and items, skipping other values and
+// encapsulated fragments) and refuse any declared length larger than the bytes
+// that remain. Deflated datasets are inflated first (at most kMaxInflatedBytes:
+// beyond that they are refused; deflate is used for small SR-like objects).
+
+constexpr size_t kMaxInflatedBytes = 256u << 20;
+
+Result<std::vector<uint8_t>> Inflate(const uint8_t* p, size_t n, size_t cap) {
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) return Status::Internal("inflateInit2 failed");
+  std::vector<uint8_t> out;
+  uint8_t chunk[64 * 1024];
+  z.next_in = const_cast<Bytef*>(p);
+  z.avail_in = static_cast<uInt>(std::min<size_t>(n, UINT32_MAX));
+  int rc = Z_OK;
+  while (rc == Z_OK) {
+    z.next_out = chunk;
+    z.avail_out = sizeof(chunk);
+    rc = inflate(&z, Z_NO_FLUSH);
+    if (rc != Z_OK && rc != Z_STREAM_END) break;
+    size_t got = sizeof(chunk) - z.avail_out;
+    if (out.size() + got > cap) {
+      inflateEnd(&z);
+      return Status::Corruption("deflated dataset too large");
+    }
+    out.insert(out.end(), chunk, chunk + got);
+    if (got == 0 && z.avail_in == 0) break;
+  }
+  inflateEnd(&z);
+  if (rc != Z_STREAM_END && rc != Z_OK) return Status::Corruption("deflated dataset is corrupt");
+  return out;
+}
+
+uint16_t Rd16(const uint8_t* p, bool le) {
+  return le ? static_cast<uint16_t>(p[0] | (p[1] << 8)) : static_cast<uint16_t>((p[0] << 8) | p[1]);
+}
+uint32_t Rd32(const uint8_t* p, bool le) {
+  return le ? (uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) |
+               (uint32_t{p[3]} << 24))
+            : ((uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) |
+               uint32_t{p[3]});
+}
+
+bool KnownVr(char a, char b) {
+  static const char* const kVrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL",
+                                     "IS", "LO", "LT", "OB", "OD", "OF", "OL", "OV", "OW",
+                                     "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC",
+                                     "UI", "UL", "UN", "UR", "US", "UT", "UV"};
+  for (const char* v : kVrs) {
+    if (v[0] == a && v[1] == b) return true;
+  }
+  return false;
+}
+
+bool LongLengthVr(char a, char b) {
+  static const char* const kLong[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ",
+                                      "SV", "UC", "UN", "UR", "UT", "UV"};
+  for (const char* v : kLong) {
+    if (v[0] == a && v[1] == b) return true;
+  }
+  return false;
+}
+
+// Walks [p, p+n). `ts_out`, when given, receives (0002,0010)'s value.
+Status ScanLengths(const uint8_t* p, size_t n, bool le, bool explicit_vr, std::string* ts_out) {
+  constexpr uint32_t kUndefined = 0xFFFFFFFFu;
+  size_t i = 0;
+  bool fragments = false;  // inside undefined-length encapsulated pixel data
+  while (i < n) {
+    if (n - i < 8) return Status::Corruption("truncated element header");
+    uint16_t g = Rd16(p + i, le);
+    uint16_t e = Rd16(p + i + 2, le);
+    if (g == 0xFFFE) {  // item / delimiters: tag + 4-byte length, in every syntax
+      uint32_t len = Rd32(p + i + 4, le);
+      i += 8;
+      if (e == 0xE0DD) {
+        fragments = false;
+        continue;
+      }
+      if (e == 0xE00D || len == kUndefined) continue;
+      if (len > n - i) return Status::Corruption("item length exceeds the data");
+      if (fragments) i += len;  // a fragment: opaque bytes
+      continue;                 // a dataset item: its elements follow inline
+    }
+    uint32_t len;
+    bool sq = false;
+    bool pixel_like = false;
+    if (explicit_vr) {
+      char a = static_cast<char>(p[i + 4]), b = static_cast<char>(p[i + 5]);
+      // DCMTK's handling of unknown VRs differs from the standard's; refuse them
+      // rather than guess where its length field is.
+      if (!KnownVr(a, b)) return Status::Corruption("unknown VR");
+      if (LongLengthVr(a, b)) {
+        if (n - i < 12) return Status::Corruption("truncated element header");
+        len = Rd32(p + i + 8, le);
+        i += 12;
+      } else {
+        len = Rd16(p + i + 6, le);
+        i += 8;
+      }
+      sq = (a == 'S' && b == 'Q') || (a == 'U' && b == 'N' && len == kUndefined);
+      pixel_like = !sq && len == kUndefined;
+    } else {
+      len = Rd32(p + i + 4, le);
+      i += 8;
+      if (len == kUndefined) {
+        pixel_like = (g == 0x7FE0 && e == 0x0010);
+        sq = !pixel_like;
+      } else {
+        sq = DcmTag(g, e).getEVR() == EVR_SQ;
+      }
+    }
+    if (len == kUndefined) {
+      if (pixel_like) fragments = true;
+      continue;  // contents follow inline
+    }
+    if (len > n - i) return Status::Corruption("element length exceeds the data");
+    if (sq) continue;  // descend: items follow inline
+    if (ts_out != nullptr && g == 0x0002 && e == 0x0010) {
+      if (!ts_out->empty()) return Status::Corruption("duplicate transfer syntax");
+      ts_out->assign(reinterpret_cast<const char*>(p + i), len);
+      while (!ts_out->empty() && (ts_out->back() == '\0' || ts_out->back() == ' ')) {
+        ts_out->pop_back();
+      }
+    }
+    i += len;
+  }
+  return Status::Ok();
+}
+
+// Checks the meta group and the dataset of a Part 10 stream.
+Status PreScan(std::span<const std::byte> part10) {
+  const auto* p = reinterpret_cast<const uint8_t*>(part10.data());
+  size_t n = part10.size();
+  if (n < 144 || Rd16(p + 132, true) != 0x0002 || Rd16(p + 134, true) != 0x0000 || p[136] != 'U' ||
+      p[137] != 'L' || Rd16(p + 138, true) != 4) {
+    return Status::Corruption("no file meta group length");
+  }
+  uint32_t gl = Rd32(p + 140, true);
+  if (gl > n - 144) return Status::Corruption("meta group length exceeds the data");
+  std::string ts;
+  PHI_RETURN_IF_ERROR(ScanLengths(p + 144, gl, true, true, &ts));
+  const uint8_t* ds = p + 144 + gl;
+  size_t dn = n - 144 - gl;
+  // DCMTK reads group 0002 for as long as it continues, whatever the group
+  // length says: make sure both agree on where the dataset starts.
+  if (dn >= 2 && Rd16(ds, true) == 0x0002) return Status::Corruption("meta group length mismatch");
+  E_TransferSyntax x = DcmXfer(ts.c_str()).getXfer();
+  if (ts.empty() || x == EXS_Unknown || ts != DcmXfer(x).getXferID()) {
+    return Status::Corruption("unknown transfer syntax");
+  }
+  if (x == EXS_DeflatedLittleEndianExplicit) {
+    PHI_ASSIGN_OR_RETURN(std::vector<uint8_t> inflated, Inflate(ds, dn, kMaxInflatedBytes));
+    return ScanLengths(inflated.data(), inflated.size(), true, true, nullptr);
+  }
+  DcmXfer xf(x);
+  return ScanLengths(ds, dn, !xf.isBigEndian(), xf.isExplicitVR(), nullptr);
+}
+
 }  // namespace
 
 Result<std::vector<std::byte>> BuildPart10Header(const MetaInfo& meta) {
@@ -92,6 +260,7 @@ Result<services::InstanceAttributes> ParseInstance(std::span<const std::byte> pa
   if (part10.size() < 132 || std::memcmp(part10.data() + 128, "DICM", 4) != 0) {
     return Status::Corruption("not a DICOM Part 10 stream");
   }
+  PHI_RETURN_IF_ERROR(PreScan(part10));
   DcmInputBufferStream in;
   in.setBuffer(part10.data(), static_cast<offile_off_t>(part10.size()));
   in.setEos();

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "dcmtk/config/osconfig.h"
 #include "dcmtk/dcmdata/dcdeftag.h"
@@ -171,6 +172,50 @@ TEST(Part10Test, GarbageIsCorruption) {
   auto r = ParseInstance(bad);
   EXPECT_FALSE(r.ok());
   EXPECT_TRUE(ParseInstance(std::span<const std::byte>()).status().code() == Code::kCorruption);
+}
+
+// Regression (fuzzer): DCMTK allocates an element's declared length up front,
+// so a tiny dataset declaring ~4 GiB must be refused before DCMTK reads it.
+TEST(Part10Test, HugeDeclaredLengthsAreRefusedBeforeParsing) {
+  for (auto [uid, le, explicit_vr] :
+       {std::tuple{UID_LittleEndianExplicitTransferSyntax, true, true},
+        std::tuple{UID_LittleEndianImplicitTransferSyntax, true, false},
+        std::tuple{UID_BigEndianExplicitTransferSyntax, false, true}}) {
+    auto h = BuildPart10Header({kCt, kUid, uid, "A"});
+    ASSERT_TRUE(h.ok());
+    std::vector<std::byte> bad = *h;
+    auto put = [&](std::initializer_list<int> bytes) {
+      for (int b : bytes) bad.push_back(static_cast<std::byte>(b));
+    };
+    // (0009,1001) with a 0xF0000000 length, then a few bytes.
+    if (le) {
+      put({0x09, 0x00, 0x01, 0x10});
+    } else {
+      put({0x00, 0x09, 0x10, 0x01});
+    }
+    if (explicit_vr) put({'O', 'B', 0, 0});
+    if (le) {
+      put({0x00, 0x00, 0x00, 0xF0});
+    } else {
+      put({0xF0, 0x00, 0x00, 0x00});
+    }
+    put({1, 2, 3, 4});
+    auto r = ParseInstance(bad);
+    ASSERT_FALSE(r.ok()) << uid;
+    EXPECT_EQ(r.status().code(), Code::kCorruption) << uid;
+    EXPECT_NE(r.status().message().find("length"), std::string::npos) << r.status().ToString();
+  }
+}
+
+TEST(Part10Test, MetaGroupLengthMustMatchDcmtksView) {
+  auto h = BuildPart10Header({kCt, kUid, UID_LittleEndianExplicitTransferSyntax, "A"});
+  ASSERT_TRUE(h.ok());
+  std::vector<std::byte> bad = *h;
+  bad[138] = std::byte{0xfd};  // (0002,0000) UL with a 253-byte length field
+  EXPECT_EQ(ParseInstance(bad).status().code(), Code::kCorruption);
+  bad = *h;
+  bad[140] = static_cast<std::byte>(static_cast<uint8_t>(bad[140]) - 8);  // too short
+  EXPECT_EQ(ParseInstance(bad).status().code(), Code::kCorruption);
 }
 
 TEST(BoundedBufferStreamTest, KeepsBytesUpToCapThenDiscards) {
