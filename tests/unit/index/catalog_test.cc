@@ -174,6 +174,7 @@ TEST_F(CatalogTest, GroupCommitFromManyThreads) {
   EXPECT_EQ(st.transactions, uint64_t{kThreads * kPer});
   EXPECT_EQ(st.transactions_failed, 0u);
   EXPECT_LT(st.commits, st.transactions);  // batches shared commits
+  RecordProperty("commits", static_cast<int>(st.commits));
   auto counts = c->CountObjects();
   ASSERT_TRUE(counts.ok());
   EXPECT_EQ(counts->studies, kThreads * kPer);
