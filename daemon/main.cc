@@ -27,30 +27,23 @@
 
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
+#include "libphi/config/dev_config.h"
 #include "libphi/config/server.h"
+#include "libphi/dicom/dicom_server.h"
+#include "libphi/hl7/ack.h"
+#include "libphi/hl7/hl7_server.h"
+#include "libphi/services/ingest.h"
+#include "libphi/services/key_rotation.h"
+#include "libphi/services/storage_stack.h"
+#include "libphi/tls/asio_runner.h"
+#include "libphi/tls/tls_context_provider.h"
 #include "libphi/util/env.h"
 #include "libphi/util/log.h"
 #include "libphi/util/status.h"
 #include "libphi/util/volume.h"
-#if PHI_HAVE_CONFIG_LOADER
-#include "libphi/config/dev_config.h"
-#endif
-#if PHI_HAVE_TLS
-#include "libphi/tls/asio_runner.h"
-#include "libphi/tls/tls_context_provider.h"
-#endif
-#if PHI_HAVE_HL7
-#include "libphi/hl7/ack.h"
-#include "libphi/hl7/hl7_server.h"
-#endif
-#if PHI_HAVE_WEB
+#include "libphi/vault/key_vault.h"
 #include "libphi/web/router.h"
 #include "libphi/web/web_server.h"
-#endif
-#if PHI_HAVE_DICOM
-#include "libphi/dicom/dicom_server.h"
-#include "libphi/services/ingest.h"
-#endif
 
 #ifndef PHI_VERSION
 #define PHI_VERSION "0.0.0"
@@ -64,7 +57,6 @@ using nlohmann::json;
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
-constexpr size_t kKekBytes = 32;
 
 struct Options {
   std::string config = "/etc/phigate/phigate.yaml";
@@ -83,23 +75,9 @@ struct DaemonState {
   log::Level log_level = log::Level::kInfo;  // GUARDED_BY(mu)
   Path config_file;
   MonotonicTime started;
-  std::vector<Server*> servers;  // set before the admin socket starts; immutable after
+  std::vector<Server*> servers;             // set before the admin socket starts; immutable after
+  services::StorageStack* stack = nullptr;  // set before the admin socket starts
 };
-
-#if PHI_HAVE_DICOM
-// Placeholder until services::Ingest is implemented over the catalog and the object
-// store: every C-STORE is refused (Unavailable -> DIMSE "out of resources"), nothing
-// is acknowledged that is not durable. TODO(services): replace with the real ingest.
-class IngestNotWired final : public services::Ingest {
- public:
-  Result<services::StoreResult> Store(const services::IngestContext&,
-                                      const services::InstanceAttributes&,
-                                      std::span<const std::byte>) override {
-    return Status::Unavailable("storage is not wired into this build yet");
-  }
-  Result<bool> IsStored(const std::string&) override { return false; }
-};
-#endif
 
 // One clear line on stderr (and the journal when we run under systemd).
 void Fatal(std::string_view what) {
@@ -109,56 +87,26 @@ void Fatal(std::string_view what) {
   }
 }
 
-#if PHI_HAVE_CONFIG_LOADER
 std::string ErrorText(const config::ConfigError& e) { return e.ToString(); }
 Result<config::Config> LoadConfig(const Path& file, Env& env,
                                   std::vector<config::ConfigError>* errors) {
   return config::Load(file, env, errors);
 }
-#else
-std::string ErrorText(const config::ConfigError& e) { return e.message; }
-Result<config::Config> LoadConfig(const Path& file, Env&, std::vector<config::ConfigError>*) {
-  return Status::Unavailable("the config loader is not built in (" + file.string() + ")");
-}
-#endif
-
-// KEK readability (the vault, when it lands, will own reading them for real).
-Status CheckKeks(const config::KeysConfig& keys, Env& env) {
-  for (const auto& kek : keys.keks) {
-    Path p = kek.file;
-    if (!kek.credential.empty()) {
-      const char* dir = std::getenv("CREDENTIALS_DIRECTORY");
-      if (dir == nullptr || *dir == '\0') {
-        return Status::NotFound("KEK '" + kek.id + "': credential '" + kek.credential +
-                                "' but $CREDENTIALS_DIRECTORY is not set (not under systemd "
-                                "LoadCredentialEncrypted=?)");
-      }
-      p = Path(dir) / kek.credential;
-    }
-    auto bytes = env.ReadSmallFile(p, 4096);
-    if (!bytes.ok()) return bytes.status().WithContext("KEK '" + kek.id + "'");
-    size_t n = bytes->size();
-    ::explicit_bzero(bytes->data(), bytes->size());
-    if (n != kKekBytes) {
-      return Status::InvalidArgument("KEK '" + kek.id + "' (" + p.string() + ") is " +
-                                     std::to_string(n) + " bytes; a KEK is exactly 32 bytes");
-    }
-  }
-  return Status::Ok();
-}
 
 // TLS material of every enabled TLS listener loads (certificate, key, CA, CRLs).
 Status CheckTls(const config::Config& cfg, Env& env) {
-#if PHI_HAVE_TLS
   bool any = cfg.dicom.tls.enabled || cfg.hl7.tls.enabled || cfg.web.https.enabled;
   if (!any) return Status::Ok();
   auto ctx = tls::BuildServerContext(cfg.tls, /*require_client_cert=*/true, env);
   if (!ctx.ok()) return ctx.status().WithContext("tls");
-#else
-  (void)cfg;
-  (void)env;
-#endif
   return Status::Ok();
+}
+
+// Every configured KEK loads and passes the vault's checks (mode, location, size).
+Status CheckKeks(const config::Config& cfg, Env& env) {
+  vault::VaultOptions opts;
+  opts.kek_off_storage_filesystem = cfg.storage.require_encrypted_volume;
+  return vault::KeyVault::Open(cfg.keys, cfg.storage.root, env, opts).status();
 }
 
 int CheckConfig(const Path& file, Env& env) {
@@ -172,7 +120,7 @@ int CheckConfig(const Path& file, Env& env) {
     return kExitFailure;
   }
   bool ok = true;
-  for (Status s : {CheckTls(*cfg, env), CheckKeks(cfg->keys, env)}) {
+  for (Status s : {CheckTls(*cfg, env), CheckKeks(*cfg, env)}) {
     if (!s.ok()) {
       std::fprintf(stderr, "%s: %s\n", file.c_str(), s.ToString().c_str());
       ok = false;
@@ -247,13 +195,20 @@ void Notify(const std::string& msg) {
   }
 }
 
-// Audit hook for config reloads. The audit trail (libphi/audit) will record
-// every reload attempt here: outcome, actor "SIGHUP", config file.
-// TODO(audit): append a "config.reload" record once the catalog and audit log are
-// wired into the composition root.
-void AuditConfigReload(bool ok, const Path& file) {
-  PHI_LOG(kNotice, "config reload audited (audit trail not wired yet)",
-          {{"outcome", ok}, {"config", log::Safe(file.string())}});
+// Appends an audit record for a daemon-level event (config reload, refused
+// admin peer). Failures are logged: the event itself already happened.
+void AuditEvent(services::StorageStack* stack, std::string actor, std::string action,
+                std::string object, std::string outcome, std::string peer = "") {
+  if (stack == nullptr) return;
+  audit::AuditEvent ev;
+  ev.actor = std::move(actor);
+  ev.action = std::move(action);
+  ev.object = std::move(object);
+  ev.outcome = std::move(outcome);
+  ev.peer = std::move(peer);
+  Status s = stack->catalog().Write(
+      [&](index::WriteTxn& txn) -> Status { return txn.AppendAudit(ev).status(); });
+  if (!s.ok()) PHI_LOG(kError, "audit append failed", {{"status", s}});
 }
 
 json StatusJson(DaemonState& state, Env& env) {
@@ -267,6 +222,15 @@ json StatusJson(DaemonState& state, Env& env) {
                            {"open_connections", l.open_connections},
                            {"accepted_total", l.accepted_total},
                            {"refused_total", l.refused_total}});
+    }
+  }
+  json counts = nullptr;
+  if (state.stack != nullptr) {
+    if (auto c = state.stack->catalog().CountObjects(); c.ok()) {
+      counts = {{"studies", c->studies},
+                {"series", c->series},
+                {"instances", c->instances},
+                {"bytes", c->total_bytes}};
     }
   }
   std::lock_guard<std::mutex> lock(state.mu);
@@ -294,11 +258,64 @@ json StatusJson(DaemonState& state, Env& env) {
           {"dm_name", v.dm_name},
           {"dm_uuid_prefix", v.DmUuidPrefix()}}},
         {"disk", disk}}},
-      // TODO(catalog): fill from the catalog once it is opened in Run().
-      {"counts", {{"studies", 0}, {"instances", 0}}},
+      {"counts", counts},
       {"log_level", std::string(log::LevelName(state.log_level))},
       {"warnings", state.warnings},
   };
+}
+
+std::string AdminActor(const admin::PeerCred& peer) {
+  return "admin:uid=" + std::to_string(peer.uid);
+}
+
+Result<std::string> StringArg(const json& args, const char* name) {
+  auto it = args.find(name);
+  if (it == args.end() || !it->is_string() || it->get<std::string>().empty()) {
+    return Status::InvalidArgument(std::string("--") + name + " is required");
+  }
+  return it->get<std::string>();
+}
+
+// The admin commands over the storage services (erase, rotate-kek, audit verify).
+void RegisterStorageCommands(admin::AdminServer& admin, services::StorageStack& stack) {
+  admin.Register("erase", admin::kDestructive,
+                 [&stack](const json& args, const admin::PeerCred& peer) -> Result<json> {
+                   PHI_ASSIGN_OR_RETURN(std::string uid, StringArg(args, "study"));
+                   PHI_ASSIGN_OR_RETURN(std::string reason, StringArg(args, "reason"));
+                   PHI_ASSIGN_OR_RETURN(services::ErasureCertificate cert,
+                                        stack.erasure().EraseStudy(uid, AdminActor(peer), reason));
+                   return json::parse(cert.ToJson());
+                 });
+  admin.Register(
+      "rotate-kek", admin::kDestructive,
+      [&stack](const json& args, const admin::PeerCred& peer) -> Result<json> {
+        size_t batch = 256;
+        if (auto it = args.find("batch"); it != args.end() && it->is_number_unsigned()) {
+          batch = std::clamp<size_t>(it->get<size_t>(), 1, 10000);
+        }
+        PHI_ASSIGN_OR_RETURN(
+            services::RotationReport r,
+            services::RotateKek(stack.vault(), stack.catalog(), AdminActor(peer), batch,
+                                [](size_t examined, size_t rewrapped) {
+                                  PHI_LOG(kInfo, "rotate-kek progress",
+                                          {{"examined", examined}, {"rewrapped", rewrapped}});
+                                }));
+        return json{{"active_kek", stack.vault().active_kek_id()},
+                    {"examined", r.examined},
+                    {"rewrapped", r.rewrapped},
+                    {"batches", r.batches},
+                    {"derivation_secret_rewrapped", r.derivation_secret_rewrapped}};
+      });
+  admin.Register("audit verify", admin::kReadOnly,
+                 [&stack](const json&, const admin::PeerCred&) -> Result<json> {
+                   PHI_ASSIGN_OR_RETURN(audit::VerifyReport r,
+                                        audit::Verify(stack.catalog(), stack.AuditMac()));
+                   return json{{"ok", r.ok},
+                               {"records", r.count},
+                               {"last_seq", r.last_seq},
+                               {"broken_seq", r.broken_seq},
+                               {"reason", std::string(audit::BreakReasonName(r.reason))}};
+                 });
 }
 
 std::vector<std::string> Warnings(const config::Config& cfg, const VolumeInfo& v,
@@ -353,12 +370,7 @@ int Run(const Options& opts, sigset_t sigs) {
   PHI_LOG(kInfo, "phigated starting",
           {{"version", log::Safe(PHI_VERSION)}, {"config", log::Safe(config_file.string())}});
 
-  // 2. Credentials and TLS material (the vault and the TLS providers, when they land).
-  // TODO(vault): vault::KeyVault::Open(cfg.keys, env) replaces CheckKeks.
-  if (Status s = CheckKeks(cfg.keys, env); !s.ok()) {
-    Fatal(s.ToString());
-    return kExitFailure;
-  }
+  // 2. TLS material (the KEKs are loaded by the vault with the storage below).
   if (Status s = CheckTls(cfg, env); !s.ok()) {
     Fatal(s.ToString());
     return kExitFailure;
@@ -373,12 +385,19 @@ int Run(const Options& opts, sigset_t sigs) {
     Fatal(s.ToString());
     return kExitFailure;
   }
-  // TODO(index, objects): open the catalog and the object store here, in this order:
-  //   catalog = index::SqliteCatalog::Open(cfg.storage, env);
-  //   objects = objects::FsObjectStore::Open(cfg.storage.root, env);
-  //   audit   = audit::AuditLog(*catalog, vault->AuditKey());
-  //   Recover(*catalog, *objects);  // orphans in tmp/, objects without a catalog row
-  // then the services (ingest, query, retrieve, ...), then the edges below.
+  // The vault (KEKs), the catalog, the object store, the services; then
+  // recovery, before any listener accepts work.
+  auto opened = services::StorageStack::Open(cfg.keys, cfg.storage, env);
+  if (!opened.ok()) {
+    Fatal(opened.status().ToString());
+    return kExitFailure;
+  }
+  std::unique_ptr<services::StorageStack> stack = std::move(opened).value();
+  if (auto rec = stack->Recover(); !rec.ok()) {
+    Fatal(rec.status().WithContext("storage recovery").ToString());
+    return kExitFailure;
+  }
+  state.stack = stack.get();
 
   {
     std::lock_guard<std::mutex> lock(state.mu);
@@ -388,18 +407,11 @@ int Run(const Options& opts, sigset_t sigs) {
   }
 
   // 4. Edges. Everything they use is declared before `servers`, so it outlives them.
-#if PHI_HAVE_TLS
   tls::AsioRunner runner;  // HL7 and HTTPS: one io_context, one thread per core
   std::unique_ptr<tls::TlsContextProvider> hl7_tls, web_tls;
-#endif
-#if PHI_HAVE_HL7
   // TODO(services): the HL7 ADT/ORM/ORU handlers replace this; until then every
   // message gets AR "not implemented yet".
   hl7::NotImplementedHandler hl7_handler(env);
-#endif
-#if PHI_HAVE_DICOM
-  IngestNotWired ingest;
-#endif
   std::vector<std::unique_ptr<Server>> servers;
   auto add = [&](auto created) -> bool {
     if (!created.ok()) {
@@ -409,10 +421,8 @@ int Run(const Options& opts, sigset_t sigs) {
     servers.push_back(std::move(created).value());
     return true;
   };
-#if PHI_HAVE_DICOM
-  if (!add(dicom::DicomServer::Create(cfg.dicom, cfg.tls, ingest, env))) return kExitFailure;
-#endif
-#if PHI_HAVE_HL7
+  if (!add(dicom::DicomServer::Create(cfg.dicom, cfg.tls, stack->ingest(), env)))
+    return kExitFailure;
   if (cfg.hl7.tls.enabled || cfg.hl7.plain.enabled) {
     if (cfg.hl7.tls.enabled) {
       auto p = tls::TlsContextProvider::Create(cfg.tls, cfg.hl7.tls.require_client_cert, env);
@@ -426,8 +436,6 @@ int Run(const Options& opts, sigset_t sigs) {
       return kExitFailure;
     }
   }
-#endif
-#if PHI_HAVE_WEB
   if (cfg.web.https.enabled) {
     auto p = tls::TlsContextProvider::Create(cfg.tls, cfg.web.https.require_client_cert, env);
     if (!p.ok()) {
@@ -441,15 +449,16 @@ int Run(const Options& opts, sigset_t sigs) {
       return kExitFailure;
     }
   }
-#endif
-#if PHI_HAVE_TLS
   if (Status st = runner.Start(); !st.ok()) {
     Fatal(st.ToString());
     return kExitFailure;
   }
-#endif
 
-  auto admin = admin::AdminServer::Create(cfg.admin, env);
+  admin::AdminServerOptions admin_opts;
+  admin_opts.on_refused = [s = stack.get()](uid_t uid, pid_t) {
+    AuditEvent(s, "admin:uid=" + std::to_string(uid), "admin_connect", "admin_socket", "denied");
+  };
+  auto admin = admin::AdminServer::Create(cfg.admin, env, admin_opts);
   if (!admin.ok()) {
     Fatal(admin.status().ToString());
     return kExitFailure;
@@ -465,6 +474,7 @@ int Run(const Options& opts, sigset_t sigs) {
                          [&state, &env](const json&, const admin::PeerCred&) -> Result<json> {
                            return StatusJson(state, env);
                          });
+  RegisterStorageCommands(*admin_server, *stack);
 
   auto stop_all = [&](MonotonicTime deadline) {
     for (auto& s : servers) s->StopAccepting();
@@ -520,7 +530,8 @@ int Run(const Options& opts, sigset_t sigs) {
           PHI_LOG(kError, "config reload rejected; keeping the running configuration",
                   {{"status", next.status()}});
         }
-        AuditConfigReload(false, config_file);
+        AuditEvent(stack.get(), "signal:SIGHUP", "config_reload", "config",
+                   "error:InvalidArgument");
       } else {
         bool all_ok = true;
         for (auto& s : servers) {
@@ -544,7 +555,8 @@ int Run(const Options& opts, sigset_t sigs) {
           PHI_LOG(kWarning, "storage.* changes take effect at the next restart");
         }
         PHI_LOG(kNotice, "configuration reloaded", {{"all_listeners_ok", all_ok}});
-        AuditConfigReload(true, config_file);
+        AuditEvent(stack.get(), "signal:SIGHUP", "config_reload", "config",
+                   all_ok ? "ok" : "error:partial");
       }
       status_line = StatusLine(state.servers, volume);
       Notify("READY=1\nSTATUS=" + status_line);
@@ -563,9 +575,7 @@ int Run(const Options& opts, sigset_t sigs) {
   }
   // Destroy in reverse order of construction.
   while (!servers.empty()) servers.pop_back();
-#if PHI_HAVE_TLS
   runner.Stop();
-#endif
   PHI_LOG(kNotice, "phigated stopped");
   return kExitOk;
 }
@@ -605,13 +615,8 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     if (!opts.print_dev_config.empty()) {
-#if PHI_HAVE_CONFIG_LOADER
       std::fputs(phi::config::DevConfigYaml(opts.print_dev_config).c_str(), stdout);
       return kExitOk;
-#else
-      std::fprintf(stderr, "phigated: --print-dev-config: the config module is not built in\n");
-      return kExitFailure;
-#endif
     }
     if (!opts.check_config.empty()) {
       phi::log::Init(phi::log::Sink::kStderr, phi::log::Level::kWarning);

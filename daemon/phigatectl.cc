@@ -182,6 +182,11 @@ int main(int argc, char** argv) {
       raw_json = true;
       continue;
     }
+    // Bare words right after the command name a subcommand: "audit verify".
+    if (a.rfind("-", 0) != 0 && args.empty()) {
+      command += " " + a;
+      continue;
+    }
     if (a.rfind("--", 0) != 0 || a.size() == 2) {
       std::fprintf(stderr, "phigatectl: unexpected argument '%s' (arguments are --key value)\n",
                    a.c_str());
@@ -201,6 +206,28 @@ int main(int argc, char** argv) {
     Usage(stderr);
     return kUsage;
   }
+  // Destructive commands ask for a typed confirmation unless --yes.
+  if (command == "erase" && !args.contains("yes")) {
+    if (!args.contains("study") || !args["study"].is_string()) {
+      std::fprintf(stderr, "phigatectl: erase needs --study UID --reason TEXT\n");
+      return kUsage;
+    }
+    if (!::isatty(STDIN_FILENO)) {
+      std::fprintf(stderr, "phigatectl: erase: no terminal to confirm on; pass --yes\n");
+      return kUsage;
+    }
+    const std::string uid = args["study"].get<std::string>();
+    std::fprintf(stderr,
+                 "This destroys the study's key: it cannot be undone.\n"
+                 "Type the StudyInstanceUID to confirm: ");
+    char line[256];
+    if (std::fgets(line, sizeof line, stdin) == nullptr ||
+        std::string(line).substr(0, std::strcspn(line, "\r\n")) != uid) {
+      std::fprintf(stderr, "phigatectl: not confirmed; nothing erased\n");
+      return kFailed;
+    }
+  }
+  args.erase("yes");
 
   sockaddr_un addr{};
   if (socket_path.size() >= sizeof addr.sun_path) {

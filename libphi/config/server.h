@@ -16,10 +16,10 @@
 namespace phi {
 
 struct ListenerStatus {
-  std::string name;      // "dicom-tls", "dicom", "hl7-tls", "hl7", "https", "admin"
-  std::string address;   // "0.0.0.0:2762" or a socket path
+  std::string name;     // "dicom-tls", "dicom", "hl7-tls", "hl7", "https", "admin"
+  std::string address;  // "0.0.0.0:2762" or a socket path
   bool tls = false;
-  std::string state;     // "listening", "disabled", "stopped", "failed"
+  std::string state;  // "listening", "disabled", "stopped", "failed"
   uint64_t open_connections = 0;
   uint64_t accepted_total = 0;
   uint64_t refused_total = 0;

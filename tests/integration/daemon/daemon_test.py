@@ -220,7 +220,8 @@ class LifecycleTest(unittest.TestCase):
         ready = self.d.notify.wait_for("READY=1", proc=self.d.proc)
         self.assertRegex(ready, r"STATUS=listening:.*; storage encrypted=no")
         for m in os.listdir(self.dev.dir + "/storage"):
-            self.assertIn(m, ("tmp", "objects"))
+            self.assertIn(m, ("tmp", "objects", "catalog.db", "catalog.db-wal", "catalog.db-shm"))
+        self.assertEqual(os.stat(self.dev.dir + "/storage/catalog.db").st_mode & 0o777, 0o600)
         for sub in ("tmp", "objects"):
             self.assertEqual(os.stat(self.dev.dir + "/storage/" + sub).st_mode & 0o777, 0o700)
         self.assertEqual(os.stat(self.dev.socket).st_mode & 0o777, 0o660)
@@ -233,6 +234,14 @@ class LifecycleTest(unittest.TestCase):
         self.assertIs(st["storage"]["volume"]["required"], False)
         self.assertGreater(st["storage"]["disk"]["total_bytes"], 0)
         self.assertGreaterEqual(st["uptime_seconds"], 0)
+        self.assertEqual(st["counts"]["studies"], 0)
+        self.assertEqual(st["counts"]["instances"], 0)
+        # The audit chain exists (the derivation secret's creation) and verifies.
+        r = ctl(self.dev.socket, "--json", "audit", "verify")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        v = json.loads(r.stdout)
+        self.assertIs(v["ok"], True)
+        self.assertGreaterEqual(v["records"], 1)
         self.assertEqual(st["log_level"], "info")
         self.assertIn("storage volume is not encrypted (storage.require_encrypted_volume: false)",
                       st["warnings"])
