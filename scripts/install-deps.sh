@@ -9,6 +9,7 @@ PKGS=(
   # libraries
   libdcmtk-dev libboost-dev libboost-system-dev libssl-dev libsqlite3-dev libyaml-cpp-dev
   libfmt-dev libsystemd-dev libgtest-dev libgmock-dev libcli11-dev nlohmann-json3-dev
+  zlib1g-dev
   # tools the tests drive for real
   dcmtk openssl sqlite3 curl socat python3 python3-hl7 cryptsetup-bin e2fsprogs
   systemd dpkg-dev fakeroot lintian file procps util-linux
