@@ -54,7 +54,7 @@ cat <<INFO
             storescu +tls $DEV/pki/modality.key $DEV/pki/modality.pem +cf $DEV/pki/ca.pem \\
                      -aet DEVSCU -aec PHIGATE 127.0.0.1 2762 some.dcm
    HTTPS    curl --cacert $DEV/pki/ca.pem --cert $DEV/pki/clinician.pem \\
-                 --key $DEV/pki/clinician.key https://127.0.0.1:8443/health
+                 --key $DEV/pki/clinician.key https://127.0.0.1:8443/healthz
    reload   kill -HUP <pid>      stop: Ctrl-C
 INFO
 

@@ -417,7 +417,7 @@ class Loader {
   bool CheckReadableFile(const Path& p, int line, const std::string& key, struct stat* st);
 
   Path name_;
-  Env& env_;
+  [[maybe_unused]] Env& env_;  // kept for file checks through Env
   LoadOptions options_;
   Config config_;
   std::vector<ConfigError> errors_;
