@@ -18,6 +18,6 @@ ctest --preset release -j"$JOBS"
 
 echo "== unit tests under ASan + UBSan (asan preset)"
 cmake --preset asan >/dev/null
-cmake --build --preset asan -j"$JOBS"
+cmake --build --preset asan -j"$JOBS" --target unit_tests
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --preset asan -j"$JOBS"
