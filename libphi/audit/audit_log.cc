@@ -88,8 +88,8 @@ Result<AuditRecord> MakeNext(ChainHead& head, const AuditEvent& ev, int64_t time
 }
 
 namespace {
-std::string HeadMacInput(const ChainHead& head) {
-  std::string in = "phigate-audit-head-v1";
+std::string HeadMacInput(const ChainHead& head, std::string_view domain = "phigate-audit-head-v1") {
+  std::string in(domain);
   PutU64(in, static_cast<uint64_t>(head.seq));
   in.append(reinterpret_cast<const char*>(head.hash.data()), head.hash.size());
   return in;
@@ -113,6 +113,30 @@ Result<ChainHead> ParseSignedHeadUnverified(std::string_view blob) {
   head.seq = static_cast<int64_t>(seq);
   std::memcpy(head.hash.data(), blob.data() + 8, head.hash.size());
   return head;
+}
+
+namespace {
+constexpr std::string_view kAnchorDomain = "phigate-audit-anchor-v1";
+}  // namespace
+
+std::string EncodeAnchor(const ChainHead& anchor, const MacFn& mac) {
+  std::string out;
+  PutU64(out, static_cast<uint64_t>(anchor.seq));
+  out.append(reinterpret_cast<const char*>(anchor.hash.data()), anchor.hash.size());
+  const crypto::Digest m = mac(crypto::AsBytes(HeadMacInput(anchor, kAnchorDomain)));
+  out.append(reinterpret_cast<const char*>(m.data()), m.size());
+  return out;
+}
+
+Result<ChainHead> DecodeAnchor(std::string_view blob, const MacFn& mac) {
+  if (blob.size() != kSignedHeadBytes) return Status::Corruption("audit: bad anchor size");
+  PHI_ASSIGN_OR_RETURN(ChainHead anchor, ParseSignedHeadUnverified(blob));
+  if (anchor.seq <= 0) return Status::Corruption("audit: bad anchor seq");
+  const crypto::Digest want = mac(crypto::AsBytes(HeadMacInput(anchor, kAnchorDomain)));
+  if (!crypto::ConstantTimeEqual(want, crypto::AsBytes(blob.substr(40)))) {
+    return Status::Corruption("audit: anchor MAC mismatch");
+  }
+  return anchor;
 }
 
 Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac) {
@@ -156,6 +180,8 @@ std::string_view BreakReasonName(BreakReason r) {
       return "truncated";
     case BreakReason::kBadHead:
       return "bad_head";
+    case BreakReason::kBadAnchor:
+      return "bad_anchor";
   }
   return "unknown";
 }
@@ -171,14 +197,30 @@ Result<VerifyReport> Verify(AuditReader& reader, const MacFn& mac) {
   };
   int64_t after = 0;
   bool first = true;
+  PHI_ASSIGN_OR_RETURN(std::optional<std::string> anchor_blob, reader.ReadAuditAnchor());
+  if (anchor_blob) {
+    Result<ChainHead> anchor = DecodeAnchor(*anchor_blob, mac);
+    if (!anchor.ok()) return fail(1, BreakReason::kBadAnchor);
+    rep.anchor_seq = anchor->seq;
+    rep.head = *anchor;
+    rep.last_seq = anchor->seq;
+    after = anchor->seq;
+  }
   for (;;) {
-    PHI_ASSIGN_OR_RETURN(std::vector<AuditRecord> rows, reader.ReadAudit(after, kVerifyPage));
+    // From 0 even after pruning: a row left below the anchor is a break too.
+    PHI_ASSIGN_OR_RETURN(std::vector<AuditRecord> rows,
+                         reader.ReadAudit(first ? 0 : after, kVerifyPage));
     if (rows.empty()) break;
     for (const AuditRecord& r : rows) {
       ++rep.count;
       if (first) {
         first = false;
-        if (r.seq != 1 || !IsZero(r.prev_hash)) return fail(1, BreakReason::kBadGenesis);
+        if (rep.anchor_seq == 0) {
+          if (r.seq != 1 || !IsZero(r.prev_hash)) return fail(1, BreakReason::kBadGenesis);
+        } else if (r.seq != rep.anchor_seq + 1) {
+          return fail(rep.anchor_seq + 1,
+                      r.seq <= rep.anchor_seq ? BreakReason::kBadGenesis : BreakReason::kSeqGap);
+        }
       } else if (r.seq != rep.head.seq + 1) {
         // The first missing seq is where the chain was cut.
         return fail(rep.head.seq + 1, BreakReason::kSeqGap);
@@ -199,7 +241,7 @@ Result<VerifyReport> Verify(AuditReader& reader, const MacFn& mac) {
   // The rows are a valid chain; does it end where the signed head says?
   PHI_ASSIGN_OR_RETURN(std::optional<std::string> blob, reader.ReadAuditHead());
   if (!blob) {
-    if (rep.count == 0) return rep;  // nothing was ever appended
+    if (rep.count == 0 && rep.anchor_seq == 0) return rep;  // nothing was ever appended
     return fail(rep.last_seq + 1, BreakReason::kBadHead);
   }
   Result<ChainHead> head = DecodeSignedHead(*blob, mac);

@@ -99,6 +99,15 @@ Result<ChainHead> DecodeSignedHead(std::string_view blob, const MacFn& mac);
 // is only used to keep a truncation visible, never to vouch for anything.
 Result<ChainHead> ParseSignedHeadUnverified(std::string_view blob);
 
+// The signed anchor left by pruning (meta key kAnchorMetaKey): the seq and
+// hash of the last pruned row, so that the first remaining row (anchor.seq + 1)
+// chains to it. Same layout as the head, MAC domain "phigate-audit-anchor-v1":
+//   u64be seq | hash (32) | MAC("phigate-audit-anchor-v1" | u64be seq | hash) (32)
+inline constexpr const char* kAnchorMetaKey = "audit.anchor";
+std::string EncodeAnchor(const ChainHead& anchor, const MacFn& mac);
+// Corruption if the size or the MAC is wrong.
+Result<ChainHead> DecodeAnchor(std::string_view blob, const MacFn& mac);
+
 // DDL of the audit table; the catalog runs it in its migrations.
 std::string_view TableDdl();
 
@@ -110,6 +119,11 @@ class AuditReader {
   virtual Result<std::vector<AuditRecord>> ReadAudit(int64_t after_seq, size_t limit) = 0;
   // The signed head (EncodeSignedHead), or nullopt when none was ever written.
   virtual Result<std::optional<std::string>> ReadAuditHead() = 0;
+  // The signed anchor (EncodeAnchor), or nullopt when the chain was never
+  // pruned (it then starts at seq 1 with a zero prev_hash).
+  virtual Result<std::optional<std::string>> ReadAuditAnchor() {
+    return std::optional<std::string>();
+  }
 };
 
 enum class BreakReason : uint8_t {
@@ -120,6 +134,7 @@ enum class BreakReason : uint8_t {
   kMacMismatch,       // the row's contents or its mac were edited
   kTruncated,         // rows after last_seq are missing (the signed head is further on)
   kBadHead,           // the signed head is missing, forged, or behind the rows
+  kBadAnchor,         // the pruning anchor is forged or malformed
 };
 std::string_view BreakReasonName(BreakReason r);
 
@@ -129,10 +144,14 @@ struct VerifyReport {
   int64_t last_seq = 0;    // last good seq
   int64_t broken_seq = 0;  // first broken seq (0 when ok)
   BreakReason reason = BreakReason::kNone;
-  ChainHead head;  // hash of the last good row
+  ChainHead head;          // hash of the last good row
+  int64_t anchor_seq = 0;  // records 1..anchor_seq were pruned (0: never pruned)
 };
 
-// Walks every row by seq and reports OK + count, or the first broken seq and
+// Walks every row by seq (from seq 1, or from the signed anchor after pruning:
+// the first row must then be anchor.seq + 1 and chain to anchor.hash; a bad
+// anchor MAC is kBadAnchor, a first row that does not follow it kBadGenesis)
+// and reports OK + count, or the first broken seq and
 // why, then checks the last row against the signed head (kTruncated: broken_seq
 // is the first missing seq; kBadHead: broken_seq is the last row's seq + 1). Errors reading rows
 // are returned as a Status (not a report).

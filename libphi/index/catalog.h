@@ -214,6 +214,20 @@ class WriteTxn {
   // Appends an audit record; seq, prev_hash and mac are computed here, in
   // this transaction. Returns the record's seq.
   virtual Result<int64_t> AppendAudit(const audit::AuditEvent& ev) = 0;
+
+  // Audit retention (services/retention.h): deletes the audit rows with
+  // seq <= through_seq and stores `anchor` (audit::EncodeAnchor of the last
+  // deleted row) under audit::kAnchorMetaKey, in this transaction, so the
+  // remaining chain still verifies. PermissionDenied, deleting nothing, if
+  // any of those rows has time_us >= min_keep_time_us (younger than the
+  // retention). Returns the number of rows deleted.
+  virtual Result<int64_t> PruneAudit(int64_t through_seq, int64_t min_keep_time_us,
+                                     const Blob& anchor) {
+    (void)through_seq;
+    (void)min_keep_time_us;
+    (void)anchor;
+    return Status::Internal("catalog: audit pruning is not supported by this backend");
+  }
 };
 
 class Catalog : public audit::AuditReader {

@@ -543,6 +543,42 @@ class SqliteWriteTxn final : public WriteTxn {
     return r.seq;
   }
 
+  Result<int64_t> PruneAudit(int64_t through_seq, int64_t min_keep_time_us,
+                             const Blob& anchor) override {
+    if (through_seq <= 0) return Status::InvalidArgument("catalog: prune through seq <= 0");
+    if (through_seq >= c_.audit_head_.seq + 1) {
+      return Status::InvalidArgument("catalog: prune beyond the last audit record");
+    }
+    if (anchor.size() != audit::kSignedHeadBytes) {
+      return Status::InvalidArgument("catalog: bad audit anchor size");
+    }
+    {
+      PHI_ASSIGN_OR_RETURN(
+          Stmt st, db_.Prepare("SELECT count(*) FROM audit WHERE seq <= ?1 AND time_us >= ?2"));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, through_seq));
+      PHI_RETURN_IF_ERROR(st.BindInt(2, min_keep_time_us));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row || st.Int(0) != 0) {
+        return Status::PermissionDenied(
+            "catalog: audit records younger than the retention cannot be deleted");
+      }
+    }
+    int64_t deleted = 0;
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("SELECT count(*) FROM audit WHERE seq <= ?1"));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, through_seq));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (row) deleted = st.Int(0);
+    }
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare("DELETE FROM audit WHERE seq <= ?1"));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, through_seq));
+      PHI_RETURN_IF_ERROR(st.Run());
+    }
+    PHI_RETURN_IF_ERROR(PutMeta(audit::kAnchorMetaKey, anchor));
+    return deleted;
+  }
+
  private:
   Status InsertAudit(const audit::AuditRecord& r) {
     PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertAudit));
@@ -749,6 +785,13 @@ Status SqliteCatalog::LoadAuditHead() {
 
 Result<std::optional<std::string>> SqliteCatalog::ReadAuditHead() {
   Result<Blob> b = GetMeta(audit::kHeadMetaKey);
+  if (b.ok()) return std::optional<std::string>(std::move(b).value());
+  if (b.status().code() == Code::kNotFound) return std::optional<std::string>();
+  return b.status();
+}
+
+Result<std::optional<std::string>> SqliteCatalog::ReadAuditAnchor() {
+  Result<Blob> b = GetMeta(audit::kAnchorMetaKey);
   if (b.ok()) return std::optional<std::string>(std::move(b).value());
   if (b.status().code() == Code::kNotFound) return std::optional<std::string>();
   return b.status();

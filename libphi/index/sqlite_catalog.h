@@ -112,6 +112,7 @@ class SqliteCatalog final : public Catalog {
   Result<int64_t> StudyTotalBytes(int64_t study_pk) override;
   Result<std::vector<audit::AuditRecord>> ReadAudit(int64_t after_seq, size_t limit) override;
   Result<std::optional<std::string>> ReadAuditHead() override;
+  Result<std::optional<std::string>> ReadAuditAnchor() override;
 
   CatalogStats stats() const;
   int schema_version() const { return schema_version_; }
