@@ -50,6 +50,39 @@ bool OldErrSegment(std::string_view version) {
          version[2] <= '4' && (version.size() == 3 || version[3] == '.');
 }
 
+std::string_view ErrorName(int code) {
+  switch (code) {
+    case 0:
+      return "Message accepted";
+    case 100:
+      return "Segment sequence error";
+    case 101:
+      return "Required field missing";
+    case 102:
+      return "Data type error";
+    case 103:
+      return "Table value not found";
+    case 200:
+      return "Unsupported message type";
+    case 201:
+      return "Unsupported event code";
+    case 202:
+      return "Unsupported processing id";
+    case 203:
+      return "Unsupported version id";
+    case 204:
+      return "Unknown key identifier";
+    case 205:
+      return "Duplicate key identifier";
+    case 206:
+      return "Application record locked";
+    case 207:
+      return "Application internal error";
+    default:
+      return "Application error";
+  }
+}
+
 }  // namespace
 
 Result<MshHeader> ParseMsh(std::string_view message) {
@@ -99,11 +132,34 @@ Result<MshHeader> ParseMsh(std::string_view message) {
   h.control_id = field(10);
   h.processing_id = field(11);
   h.version = Component(field(12), h.component_sep(), 0);
+  for (size_t n : {15, 16}) {
+    if (!Clean(field(n), 8)) return Status::InvalidArgument("hl7: bad MSH-15/16");
+  }
+  h.accept_ack_type = field(15);
+  h.application_ack_type = field(16);
   return h;
 }
 
 std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_view ack_control_id,
                      SystemTime now, int error_code, std::string_view error_text) {
+  if (code == "AA" || code == "CA") return BuildAck(msh, code, ack_control_id, now, nullptr);
+  AckError e;
+  e.code = error_code;
+  e.text = std::string(error_text);
+  return BuildAck(msh, code, ack_control_id, now, &e);
+}
+
+bool WantsAcceptAck(const MshHeader& msh, bool success) {
+  if (!msh.enhanced() || msh.accept_ack_type.empty()) return true;
+  const std::string& t = msh.accept_ack_type;
+  if (t == "NE") return false;
+  if (t == "ER") return !success;
+  if (t == "SU") return success;
+  return true;  // AL or unknown: always
+}
+
+std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_view ack_control_id,
+                     SystemTime now, const AckError* error) {
   const char f = msh.field_sep;
   const char c = msh.component_sep();
   const char s = msh.subcomponent_sep();
@@ -131,6 +187,12 @@ std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_vi
   a += msh.processing_id;
   a += f;
   a += msh.version;
+  if (msh.enhanced()) {
+    a += std::string(3, f);
+    a += "NE";  // MSH-15: no accept ack for this ACK
+    a += f;
+    a += "NE";  // MSH-16
+  }
   a += '\r';
 
   const bool old = OldErrSegment(msh.version);
@@ -139,33 +201,33 @@ std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_vi
   a += code;
   a += f;
   a += msh.control_id;
-  if (old && code != "AA" && !error_text.empty()) {
+  if (old && error != nullptr && !error->text.empty()) {
     a += f;
-    a += error_text;  // MSA-3 text message (withdrawn in v2.5)
+    a += error->text;  // MSA-3 text message (withdrawn in v2.5)
   }
   a += '\r';
-  if (code != "AA") {
-    std::string err_code = std::to_string(error_code);
-    std::string_view err_name = error_code == 200   ? "Unsupported message type"
-                                : error_code == 207 ? "Application internal error"
-                                : error_code == 100 ? "Segment sequence error"
-                                                    : "Application error";
+  if (error != nullptr) {
+    std::string err_code = std::to_string(error->code);
+    std::string_view err_name = ErrorName(error->code);
+    std::string seq = std::to_string(error->sequence);
+    std::string fld = std::to_string(error->field);
     a += "ERR";
     a += f;
     if (old) {
       // ERR-1 (ELD): segment ID ^ sequence ^ field position ^ code&text&table.
-      a += std::string("MSH") + c + "1" + c + "9" + c + err_code + s + std::string(err_name) + s +
+      a += error->segment + c + seq + c + fld + c + err_code + s + std::string(err_name) + s +
            "HL70357";
     } else {
       // ERR-2 location, ERR-3 error code (CWE), ERR-4 severity, ERR-8 user message.
       a += f;
-      a += std::string("MSH") + c + "1" + c + "9";
+      a += error->segment + c + seq;
+      if (error->field > 0) a += c + fld;
       a += f;
       a += err_code + c + std::string(err_name) + c + "HL70357";
       a += f;
       a += "E";
       a += std::string(4, f);
-      a += error_text;
+      a += error->text;
     }
     a += '\r';
   }

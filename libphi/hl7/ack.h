@@ -25,6 +25,9 @@ struct MshHeader {
   std::string control_id;                                 // MSH-10
   std::string processing_id;                              // MSH-11
   std::string version;                                    // MSH-12 (first component)
+  std::string accept_ack_type;       // MSH-15 (AL, NE, ER, SU; "" = original mode)
+  std::string application_ack_type;  // MSH-16
+  bool enhanced() const { return !accept_ack_type.empty() || !application_ack_type.empty(); }
   char component_sep() const { return encoding.empty() ? '^' : encoding[0]; }
   char subcomponent_sep() const { return encoding.size() < 4 ? '&' : encoding[3]; }
 };
@@ -40,6 +43,25 @@ Result<MshHeader> ParseMsh(std::string_view message);
 // `error_text` (ERR-3/4/8 for v2.5+, ERR-1 for older versions). Segments end in CR.
 std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_view ack_control_id,
                      SystemTime now, int error_code = 0, std::string_view error_text = {});
+
+// Where an error was found and what it is (HL7 table 0357 code; `text` is a
+// fixed wording, never message content).
+struct AckError {
+  int code = 207;
+  std::string text;
+  std::string segment = "MSH";
+  size_t sequence = 1;
+  size_t field = 9;
+};
+
+// Same, with an explicit error location. `code` may be an original mode code
+// (AA/AE/AR) or an enhanced mode commit code (CA/CE/CR).
+std::string BuildAck(const MshHeader& msh, std::string_view code, std::string_view ack_control_id,
+                     SystemTime now, const AckError* error);
+
+// Enhanced mode (MSH-15): whether an accept ACK is sent for this outcome.
+// Original mode always answers.
+bool WantsAcceptAck(const MshHeader& msh, bool success);
 
 // Refuses every message: MSA|AR with ERR 200 "Unsupported message type" and
 // "not implemented yet". Unreadable MSH: returns "" (connection closes).

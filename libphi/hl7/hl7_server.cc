@@ -4,6 +4,7 @@
 
 #include <array>
 #include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -25,6 +26,10 @@ using asio::ip::tcp;
 namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr auto kShutdownTimeout = std::chrono::seconds(2);
+// Threads that run MessageHandler::Handle. They mostly wait for a group
+// commit, so there are more of them than cores: concurrent connections then
+// share commits instead of queueing behind one another.
+constexpr size_t kHandlerThreads = 32;
 
 // What Drain() needs from a connection, whatever its stream type.
 class SessionBase {
@@ -40,6 +45,9 @@ struct Hl7Server::Impl : std::enable_shared_from_this<Hl7Server::Impl> {
   tls::TlsContextProvider* tls_provider = nullptr;
   tls::AsioRunner* runner = nullptr;
   MessageHandler* handler = nullptr;
+  // Handlers block until their message is durable: they run here, never on
+  // the io threads, so one slow commit does not hold up other connections.
+  std::unique_ptr<asio::thread_pool> handler_pool;
 
   std::shared_ptr<tls::TcpListener> tls_listener, plain_listener;
   std::atomic<bool> draining{false};
@@ -102,7 +110,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void CloseIfIdle() override {
     asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
-      if (self->reading_ && !self->framer_.in_frame() && self->pending_.empty()) {
+      if (self->reading_ && !self->handling_ && !self->framer_.in_frame() &&
+          self->pending_.empty()) {
         self->CloseNow();
       }
     });
@@ -188,13 +197,29 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void Process() {
     std::string msg = std::move(pending_.front());
     pending_.pop_front();
-    size_t bytes = msg.size();
-    std::string ack = server_->handler->Handle(msg, info_);
-    OPENSSL_cleanse(msg.data(), msg.size());
+    handling_ = true;
+    asio::post(
+        *server_->handler_pool, [self = this->shared_from_this(), msg = std::move(msg)]() mutable {
+          size_t bytes = msg.size();
+          std::string ack = self->server_->handler->Handle(msg, self->info_);
+          OPENSSL_cleanse(msg.data(), msg.size());
+          asio::post(self->stream_.get_executor(), [self, ack = std::move(ack), bytes]() mutable {
+            self->OnHandled(std::move(ack), bytes);
+          });
+        });
+  }
+
+  void OnHandled(std::string ack, size_t bytes) {
+    handling_ = false;
+    if (closed_) return;
     if (ack.empty()) {
       PHI_LOG(kWarning, "hl7 message without readable MSH; closing",
               {{"conn", info_.id}, {"peer", log::Safe(info_.peer_address)}, {"bytes", bytes}});
       CloseNow();
+      return;
+    }
+    if (ack == kNoReply) {
+      DoRead();
       return;
     }
     out_ = MllpEncode(ack);
@@ -237,6 +262,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   std::deque<std::string> pending_;
   std::string out_;
   bool reading_ = false;
+  bool handling_ = false;  // a message is with the handler pool
   bool closed_ = false;
 };
 
@@ -302,13 +328,19 @@ Result<std::unique_ptr<Hl7Server>> Hl7Server::Create(const config::Hl7Config& cf
   impl->tls_provider = tls_provider;
   impl->runner = &runner;
   impl->handler = &handler;
+  impl->handler_pool = std::make_unique<asio::thread_pool>(kHandlerThreads);
   impl->allowed = std::make_shared<const std::vector<config::Network>>(cfg.allowed_networks);
   impl->tls_state = cfg.tls.enabled ? "stopped" : "disabled";
   impl->plain_state = cfg.plain.enabled ? "stopped" : "disabled";
   return std::unique_ptr<Hl7Server>(new Hl7Server(std::move(impl)));
 }
 
-Hl7Server::~Hl7Server() { StopAccepting(); }
+Hl7Server::~Hl7Server() {
+  StopAccepting();
+  // Let handlers in flight finish (their ACKs may no longer be sent); after
+  // this no pool thread can hold the last reference to impl_.
+  impl_->handler_pool->join();
+}
 
 Status Hl7Server::Start() {
   auto& im = *impl_;

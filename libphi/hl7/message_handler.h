@@ -22,12 +22,17 @@ struct ConnectionInfo {
   std::optional<tls::PeerIdentity> identity;  // verified client certificate, if any
 };
 
+// A one-NUL-byte "ACK" that is never sent: see MessageHandler::Handle.
+inline const std::string kNoReply(1, '\0');
+
 class MessageHandler {
  public:
   virtual ~MessageHandler() = default;
   // Returns the complete ACK message (without MLLP framing) to send back.
   // An empty string means "no MSH could be read": the server logs it and closes
-  // the connection. Must never log or keep `message` beyond what it stores.
+  // the connection. kNoReply means "send nothing, read the next message"
+  // (enhanced mode, MSH-15 NE/ER/SU). Must never log or keep `message`
+  // beyond what it stores.
   virtual std::string Handle(std::string_view message, const ConnectionInfo& conn) = 0;
 };
 

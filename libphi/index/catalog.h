@@ -171,6 +171,61 @@ struct ObjectCounts {
   int64_t total_bytes = 0;
 };
 
+// ---- HL7: patient keys, messages, worklist, reports (schema v3; README "HL7") ----
+
+// One accepted HL7 message, sealed (text + what it changed) under a patient key.
+struct Hl7MessageRow {
+  int64_t msg_pk = 0;
+  std::string key_id;        // the patient key (a study_keys row) it is sealed under
+  std::string message_type;  // "ADT^A08" (not PHI)
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  int64_t received_at = 0;  // unix seconds; set by the catalog on insert
+  Blob sealed;
+};
+
+// A scheduled procedure step (Modality Worklist entry), one per accession.
+struct WorklistRow {
+  int64_t order_pk = 0;
+  std::string key_id;  // the patient key
+  Token accession_token;
+  std::optional<Token> patient_id_token;
+  std::string modality;      // not PHI
+  std::string scheduled_ae;  // not PHI
+  std::string status;        // "SC" scheduled, "IP" in progress (not PHI)
+  int64_t created_at = 0;    // set by the catalog
+  int64_t updated_at = 0;
+  Blob phi;  // sealed order attributes
+};
+
+struct WorklistFilter {
+  std::optional<std::string> modality;
+  std::optional<std::string> scheduled_ae;
+  std::optional<Token> patient_id_token;
+  std::optional<Token> accession_token;
+  int64_t after_order_pk = 0;
+  size_t limit = 1000;  // 1..100000
+};
+
+// A report (ORU) for an accession; attached to the study with that accession
+// token when there is one, pending otherwise.
+struct ReportRow {
+  int64_t report_pk = 0;
+  std::string key_id;  // the patient key
+  Token accession_token;
+  std::optional<Token> patient_id_token;
+  int64_t received_at = 0;  // set by the catalog
+  Blob phi;
+};
+
+// What EraseHl7OfStudy removed.
+struct Hl7Erased {
+  int64_t messages = 0;
+  int64_t orders = 0;
+  int64_t reports = 0;
+  std::vector<std::string> key_ids;  // patient keys deleted from study_keys
+};
+
 // The typed operations of one write transaction (no SQL outside index/).
 // Valid only inside the Write() closure. Each closure runs in its own
 // SAVEPOINT: returning a non-OK Status rolls back everything it did.
@@ -214,6 +269,27 @@ class WriteTxn {
   // Appends an audit record; seq, prev_hash and mac are computed here, in
   // this transaction. Returns the record's seq.
   virtual Result<int64_t> AppendAudit(const audit::AuditEvent& ev) = 0;
+
+  // HL7 (schema v3). Patient keys: the key under which a patient's HL7 data
+  // is sealed, by PatientID token (its wrapped key is a study_keys row).
+  virtual Result<std::string> GetPatientKey(const Token& patient_id_token) = 0;  // NotFound
+  virtual Status PutPatientKey(const Token& patient_id_token, const std::string& key_id) = 0;
+  // Studies with that PatientID token, by study_pk, at most limit.
+  virtual Result<std::vector<StudyRow>> ListStudiesOfPatient(const Token& patient_id_token,
+                                                             size_t limit) = 0;
+  virtual Result<int64_t> InsertHl7Message(const Hl7MessageRow& r) = 0;
+  // Inserts or replaces the entry of r.accession_token; true when created.
+  virtual Result<bool> UpsertWorklist(const WorklistRow& r) = 0;
+  virtual Result<WorklistRow> FindWorklist(const Token& accession_token) = 0;  // NotFound
+  virtual Status DeleteWorklist(const Token& accession_token) = 0;             // NotFound
+  virtual Result<int64_t> InsertReport(const ReportRow& r) = 0;
+  // Patient merge: messages, worklist entries and reports of `from` move to
+  // `to`; from's patient key becomes to's when `to` has none.
+  virtual Status MovePatientHl7(const Token& from, const Token& to) = 0;
+  // Erasure of `erased` (already deleted by DeleteStudy, same transaction):
+  // deletes the HL7 rows of its accession and, when no study of its patient
+  // remains, every HL7 row and the patient key of that patient.
+  virtual Result<Hl7Erased> EraseHl7OfStudy(const StudyRow& erased) = 0;
 
   // Audit retention (services/retention.h): deletes the audit rows with
   // seq <= through_seq and stores `anchor` (audit::EncodeAnchor of the last
@@ -259,6 +335,12 @@ class Catalog : public audit::AuditReader {
   // Every object id referenced by an instance (start-up orphan recovery).
   virtual Result<std::vector<std::string>> ListAllObjectIds() = 0;
   virtual Result<int64_t> StudyTotalBytes(int64_t study_pk) = 0;
+
+  // HL7 (schema v3).
+  virtual Result<std::vector<WorklistRow>> QueryWorklist(const WorklistFilter& f) = 0;
+  virtual Result<std::vector<ReportRow>> ListReports(const Token& accession_token) = 0;
+  virtual Result<std::vector<Hl7MessageRow>> ListHl7Messages(const Token& patient_id_token,
+                                                             size_t limit) = 0;
 };
 
 }  // namespace phi::index

@@ -1,6 +1,7 @@
 #include "libphi/index/schema.h"
 
 #include "libphi/audit/audit_log.h"
+#include "libphi/index/hl7_tables.h"
 
 namespace phi::index {
 namespace {
@@ -116,6 +117,8 @@ const std::vector<Migration>& Migrations() {
       {1, "index", std::string(kV1)},
       // v2: the audit trail; its DDL and row format belong to audit/.
       {2, "audit", std::string(audit::TableDdl())},
+      // v3: HL7 patient keys, messages, worklist, reports (hl7_tables.cc, README "HL7").
+      {3, "hl7", std::string(hl7tables::Ddl())},
   };
   return kAll;
 }

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "libphi/index/hl7_tables.h"
 #include "libphi/index/schema.h"
 #include "libphi/index/sqlite_db.h"
 #include "libphi/util/log.h"
@@ -577,6 +578,36 @@ class SqliteWriteTxn final : public WriteTxn {
     }
     PHI_RETURN_IF_ERROR(PutMeta(audit::kAnchorMetaKey, anchor));
     return deleted;
+  }
+
+  // HL7 tables (hl7_tables.cc).
+  Result<std::string> GetPatientKey(const Token& pid) override {
+    return hl7tables::GetPatientKey(db_, pid);
+  }
+  Status PutPatientKey(const Token& pid, const std::string& key_id) override {
+    return hl7tables::PutPatientKey(db_, c_.NowSeconds(), pid, key_id);
+  }
+  Result<std::vector<StudyRow>> ListStudiesOfPatient(const Token& pid, size_t limit) override {
+    return hl7tables::ListStudiesOfPatient(db_, pid, limit, &ReadStudy, PHI_STUDY_COLS);
+  }
+  Result<int64_t> InsertHl7Message(const Hl7MessageRow& r) override {
+    return hl7tables::InsertMessage(db_, c_.NowSeconds(), r);
+  }
+  Result<bool> UpsertWorklist(const WorklistRow& r) override {
+    return hl7tables::UpsertWorklist(db_, c_.NowSeconds(), r);
+  }
+  Result<WorklistRow> FindWorklist(const Token& acc) override {
+    return hl7tables::FindWorklist(db_, acc);
+  }
+  Status DeleteWorklist(const Token& acc) override { return hl7tables::DeleteWorklist(db_, acc); }
+  Result<int64_t> InsertReport(const ReportRow& r) override {
+    return hl7tables::InsertReport(db_, c_.NowSeconds(), r);
+  }
+  Status MovePatientHl7(const Token& from, const Token& to) override {
+    return hl7tables::MovePatient(db_, from, to);
+  }
+  Result<Hl7Erased> EraseHl7OfStudy(const StudyRow& erased) override {
+    return hl7tables::EraseOfStudy(db_, erased);
   }
 
  private:
@@ -1193,6 +1224,22 @@ Result<std::vector<std::string>> SqliteCatalog::PragmaOnAllConnectionsForTest(
     leases.push_back(std::move(l));
   }
   return out;
+}
+
+Result<std::vector<WorklistRow>> SqliteCatalog::QueryWorklist(const WorklistFilter& f) {
+  PHI_WITH_READER(r);
+  return hl7tables::QueryWorklist(r.db(), f);
+}
+
+Result<std::vector<ReportRow>> SqliteCatalog::ListReports(const Token& accession_token) {
+  PHI_WITH_READER(r);
+  return hl7tables::ListReports(r.db(), accession_token);
+}
+
+Result<std::vector<Hl7MessageRow>> SqliteCatalog::ListHl7Messages(const Token& patient_id_token,
+                                                                  size_t limit) {
+  PHI_WITH_READER(r);
+  return hl7tables::ListMessages(r.db(), patient_id_token, limit);
 }
 
 }  // namespace phi::index

@@ -45,11 +45,15 @@ Result<ErasureCertificate> ErasureService::EraseStudy(const std::string& study_i
   cert.time_unix =
       std::chrono::duration_cast<std::chrono::seconds>(env_.Now().time_since_epoch()).count();
   index::DeletedStudy deleted;
+  index::Hl7Erased hl7;
   Status st = catalog_.Write([&](index::WriteTxn& txn) -> Status {
     PHI_ASSIGN_OR_RETURN(index::StudyRow study, txn.FindStudyByUidToken(token));
     if (study.legal_hold) return Status::PermissionDenied("study is under legal hold");
     PHI_ASSIGN_OR_RETURN(index::StudyKeyRow key, txn.GetStudyKey(study.key_id));
     PHI_ASSIGN_OR_RETURN(deleted, txn.DeleteStudy(study.study_pk));
+    // HL7 orders, reports and messages of this study; the patient's HL7
+    // history and patient key with the patient's last study.
+    PHI_ASSIGN_OR_RETURN(hl7, txn.EraseHl7OfStudy(study));
     PHI_RETURN_IF_ERROR(txn.DeleteStudyKey(study.key_id));
     cert.study_pk = study.study_pk;
     cert.study_key_id = key.key_id;
@@ -72,6 +76,7 @@ Result<ErasureCertificate> ErasureService::EraseStudy(const std::string& study_i
   // The key is gone from the catalog; drop it from memory too.
   keys_.Forget(token);
   vault_.ForgetStudyKey(cert.study_key_id);
+  for (const std::string& k : hl7.key_ids) vault_.ForgetStudyKey(k);
 
   // Fold the WAL (which still holds the deleted pages' old images) into the
   // zeroed main file and truncate it. Readers may briefly block a full
@@ -102,7 +107,11 @@ Result<ErasureCertificate> ErasureService::EraseStudy(const std::string& study_i
           {{"study_pk", cert.study_pk},
            {"audit_seq", cert.audit_seq},
            {"objects", cert.objects},
-           {"bytes", cert.bytes}});
+           {"bytes", cert.bytes},
+           {"hl7_messages", hl7.messages},
+           {"hl7_orders", hl7.orders},
+           {"hl7_reports", hl7.reports},
+           {"patient_keys", hl7.key_ids.size()}});
   return cert;
 }
 

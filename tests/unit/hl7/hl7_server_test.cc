@@ -143,7 +143,9 @@ TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {
                         " 2>/dev/null; sleep 0");
   // s_client may exit before reading everything when stdin ends: use socat instead if needed.
   auto ids = AckedIds(r.output);
+  uint64_t connections = 1;
   if (ids.size() != 2) {
+    ++connections;
     r = nettest::Run("(cat " + (tmp_ / "framed").string() +
                      "; sleep 2) | socat -t 3 - OPENSSL:127.0.0.1:" +
                      std::to_string(server_->tls_port()) + ",cert=" + Pki("clinician.pem") +
@@ -151,7 +153,7 @@ TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {
     ids = AckedIds(r.output);
   }
   EXPECT_EQ(ids, (std::vector<std::string>{"T1", "T2"}));
-  EXPECT_EQ(Listener("hl7-tls").accepted_total, 1u);
+  EXPECT_EQ(Listener("hl7-tls").accepted_total, connections);
 }
 
 TEST_F(Hl7ServerTest, TlsWithoutClientCertificateGetsNothing) {
