@@ -6,9 +6,12 @@
 // run concurrently. Handlers are called concurrently from the io threads.
 #pragma once
 
+#include <cstddef>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -16,6 +19,7 @@
 
 #include "libphi/config/config.h"
 #include "libphi/tls/peer_identity.h"
+#include "libphi/util/status.h"
 
 namespace phi::web {
 
@@ -44,11 +48,20 @@ struct RequestContext {
   std::optional<std::string_view> Query(std::string_view name) const;
 };
 
+// A pull source for a streamed response body: fills `buf` and returns the
+// byte count; 0 means the end. Called repeatedly on one io thread (never
+// concurrently); an error after the header is sent aborts the connection.
+// Memory stays bounded by `buf` plus what the source itself holds.
+using BodySource = std::function<Result<size_t>(std::span<char> buf)>;
+
 struct Response {
   int status = 200;
   std::string content_type = "application/json";
   HeaderList headers;
   std::string body;
+  // When set, `body` is ignored and the body is sent with chunked transfer
+  // encoding, pulled from this source in bounded buffers.
+  BodySource stream;
 
   static Response Json(int status, std::string body);
   // RFC 9457 problem details: {"type":"about:blank","title":...,"status":...}.

@@ -23,6 +23,7 @@ using asio::ip::tcp;
 namespace {
 constexpr uint32_t kRefusalSlack = 16;  // connections beyond max that still get a 503
 constexpr auto kShutdownTimeout = std::chrono::seconds(2);
+constexpr size_t kStreamChunkBytes = 256 * 1024;
 
 class SessionBase {
  public:
@@ -49,6 +50,7 @@ struct WebServer::Impl : std::enable_shared_from_this<WebServer::Impl> {
   Env* env = nullptr;
   Router router;
   AccessHook audit;
+  std::shared_ptr<WebMetrics> metrics;
   std::shared_ptr<tls::TcpListener> listener;
   std::atomic<bool> draining{false};
   std::atomic<uint64_t> open{0}, accepted{0}, refused{0}, next_id{1};
@@ -107,6 +109,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   void OnHandshake(beast::error_code ec) {
     if (ec) {
       std::string reason(tls::HandshakeFailureReason(stream_.native_handle(), ec));
+      if (server_->metrics) server_->metrics->CountHandshakeFailure(reason);
       PHI_LOG(kWarning, "https tls handshake failed",
               {{"conn", id_}, {"peer", log::Safe(peer_)}, {"reason", log::Safe(reason)}});
       Close();
@@ -190,6 +193,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   }
 
   void Dispatch() {
+    started_ = std::chrono::steady_clock::now();
     auto& req = parser_->get();
     std::string method_name(req.method_string());
     if (over_limit_) {
@@ -249,15 +253,26 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       version = req.version();
     }
     keep_alive = keep_alive && !close && !server_->draining;
+    double seconds = 0;
+    if (started_) {
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - *started_).count();
+      started_.reset();
+    }
+    if (server_->metrics) server_->metrics->ObserveRequest(route, r.status, seconds);
+    const bool streamed = static_cast<bool>(r.stream);
     res_.emplace(static_cast<http::status>(r.status), version);
     res_->set(http::field::content_type, r.content_type);
     res_->set(http::field::cache_control, "no-store");
     res_->set("x-content-type-options", "nosniff");
     res_->set(http::field::strict_transport_security, "max-age=31536000");
     for (auto& [k, v] : r.headers) res_->set(k, v);
-    res_->body() = std::move(r.body);
     res_->keep_alive(keep_alive);
-    res_->prepare_payload();
+    if (streamed) {
+      res_->chunked(true);
+    } else {
+      res_->body() = std::move(r.body);
+      res_->prepare_payload();
+    }
 
     PHI_LOG(kInfo, "https request",
             {{"conn", id_},
@@ -276,7 +291,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       e.method = method_name;
       e.route = route;
       e.status = r.status;
+      e.seconds = seconds;
       server_->audit(e);
+    }
+    if (streamed) {
+      StartStream(std::move(r.stream), keep_alive);
+      return;
     }
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(server_->cfg.body_timeout_seconds));
@@ -285,6 +305,53 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
                         if (ec || !keep_alive) return self->Close();
                         self->ReadHeader();
                       });
+  }
+
+  // Streamed body: the header (chunked), then one chunk per source pull, then
+  // the last chunk. One buffer of kStreamChunkBytes per session.
+  void StartStream(BodySource source, bool keep_alive) {
+    source_ = std::move(source);
+    stream_keep_alive_ = keep_alive;
+    chunk_.resize(kStreamChunkBytes);
+    sr_.emplace(*res_);
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::seconds(server_->cfg.body_timeout_seconds));
+    http::async_write_header(stream_, *sr_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) {
+                               if (ec) return self->EndStream(false);
+                               self->NextChunk();
+                             });
+  }
+
+  void NextChunk() {
+    Result<size_t> n = source_(std::span<char>(chunk_.data(), chunk_.size()));
+    if (!n.ok()) {
+      PHI_LOG(kWarning, "https stream aborted",
+              {{"conn", id_}, {"error", log::Safe(n.status().ToString())}});
+      return EndStream(false);  // the status line is sent: the only signal left is the abort
+    }
+    beast::get_lowest_layer(stream_).expires_after(
+        std::chrono::seconds(server_->cfg.body_timeout_seconds));
+    if (*n == 0) {
+      asio::async_write(
+          stream_, http::make_chunk_last(),
+          [self = shared_from_this()](beast::error_code ec, size_t) { self->EndStream(!ec); });
+      return;
+    }
+    if (server_->metrics) server_->metrics->AddStreamedBytes(*n);
+    asio::async_write(stream_, http::make_chunk(asio::buffer(chunk_.data(), *n)),
+                      [self = shared_from_this()](beast::error_code ec, size_t) {
+                        if (ec) return self->EndStream(false);
+                        self->NextChunk();
+                      });
+  }
+
+  void EndStream(bool ok) {
+    source_ = nullptr;  // releases readers and keys held by the source
+    sr_.reset();
+    std::vector<char>().swap(chunk_);
+    if (!ok || !stream_keep_alive_) return Close();
+    ReadHeader();
   }
 
   void Close() {
@@ -312,6 +379,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> res_;
   std::unique_ptr<http::response<http::empty_body>> cont_;
+  std::optional<http::response_serializer<http::string_body>> sr_;
+  BodySource source_;
+  std::vector<char> chunk_;
+  bool stream_keep_alive_ = false;
+  std::optional<std::chrono::steady_clock::time_point> started_;
   bool first_ = true;
   bool idle_ = false;
   bool closed_ = false;
@@ -345,7 +417,8 @@ void WebServer::Impl::OnAccept(tcp::socket sock) {
 Result<std::unique_ptr<WebServer>> WebServer::Create(const config::WebConfig& cfg,
                                                      tls::TlsContextProvider& tls,
                                                      tls::AsioRunner& runner, Router router,
-                                                     Env& env, AccessHook audit) {
+                                                     Env& env, AccessHook audit,
+                                                     std::shared_ptr<WebMetrics> metrics) {
   if (cfg.max_connections == 0 || cfg.max_header_bytes == 0) {
     return Status::InvalidArgument("web: max_connections and max_header_bytes must be > 0");
   }
@@ -355,6 +428,7 @@ Result<std::unique_ptr<WebServer>> WebServer::Create(const config::WebConfig& cf
   impl->runner = &runner;
   impl->env = &env;
   impl->audit = std::move(audit);
+  impl->metrics = std::move(metrics);
   impl->roles = std::make_shared<const std::vector<config::RoleMapping>>(cfg.roles);
   impl->state = cfg.https.enabled ? "stopped" : "disabled";
   router.Add(Method::kGet, "/healthz", AllRoles(),

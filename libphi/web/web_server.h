@@ -5,10 +5,10 @@
 // known-but-not-yet DICOMweb prefixes 501; every error body is RFC 9457
 // problem+json without request data. Limits: max_connections (beyond it: 503
 // and close), header/body/idle timeouts, max_header_bytes (431),
-// max_body_bytes (413). Request logs carry the route pattern, never the raw
-// path or query string (they can hold PHI).
-// Thread-safety: the phi::Server contract; the audit hook is called
-// concurrently from the io threads.
+// max_body_bytes (413). Responses with a BodySource are streamed with
+// chunked transfer in bounded buffers (kStreamChunkBytes). Request logs carry the route pattern,
+// never the raw path or query string (they can hold PHI). Thread-safety: the phi::Server contract;
+// the audit hook is called concurrently from the io threads.
 #pragma once
 
 #include <functional>
@@ -19,6 +19,7 @@
 #include "libphi/tls/asio_runner.h"
 #include "libphi/tls/tls_context_provider.h"
 #include "libphi/web/router.h"
+#include "libphi/web/web_metrics.h"
 
 namespace phi::web {
 
@@ -32,6 +33,7 @@ struct AccessEvent {
   std::string method;
   std::string route;  // matched pattern, or "" when none matched
   int status = 0;
+  double seconds = 0;  // from the complete request to the response header
 };
 using AccessHook = std::function<void(const AccessEvent&)>;
 
@@ -41,7 +43,8 @@ class WebServer : public Server {
   static Result<std::unique_ptr<WebServer>> Create(const config::WebConfig& cfg,
                                                    tls::TlsContextProvider& tls,
                                                    tls::AsioRunner& runner, Router router, Env& env,
-                                                   AccessHook audit = nullptr);
+                                                   AccessHook audit = nullptr,
+                                                   std::shared_ptr<WebMetrics> metrics = nullptr);
   ~WebServer() override;
 
   Status Start() override;
