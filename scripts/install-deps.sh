@@ -15,6 +15,9 @@ PKGS=(
   systemd dpkg-dev fakeroot lintian file procps util-linux
   # ops: volume scripts, man pages, package install test
   dmsetup mount bsdextrautils groff-base man-db adduser
+  # DICOMweb: node runs the dicomweb-client test (npm ci from its lock file);
+  # Orthanc + its DICOMweb plugin for tests/bench/web_bench.sh
+  nodejs orthanc orthanc-dicomweb
 )
 
 missing=()

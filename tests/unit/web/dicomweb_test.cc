@@ -1,0 +1,579 @@
+// DICOMweb routes on a real storage stack (vault, SQLite catalog, encrypted
+// objects), driven through the Router as the server does, with real DICOM
+// Part 10 instances built by DCMTK. Streamed bodies are pulled to the end.
+#include "libphi/web/dicomweb.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "dcmtk/config/osconfig.h"
+#include "dcmtk/dcmdata/dcdeftag.h"
+#include "dcmtk/dcmdata/dcfilefo.h"
+#include "dcmtk/dcmdata/dcostrmb.h"
+#include "libphi/dicom/part10.h"
+#include "libphi/web/multipart.h"
+#include "libphi/web/qido.h"
+#include "libphi/web/url.h"
+#include "tests/unit/services/services_fixture.h"
+
+namespace phi::web {
+namespace {
+
+using json = nlohmann::json;
+using services::testing::ServicesTest;
+
+struct Synth {
+  std::string name = "SMITH^JOHN", id = "PID-778899", birth = "19610203", acc = "ACC-55123";
+  std::string study_uid = "1.2.826.0.1.3680043.9.7777.1";
+  std::string referring = "WELBY^MARCUS", description = "CHEST CT SECRETDESC";
+  std::string institution = "SAINT SECRET HOSPITAL";
+  bool burned_in = false;
+};
+
+// A real Part 10 CT instance: 4x4 16-bit pixels, `frames` frames.
+std::string MakeInstance(const Synth& s, int series, int instance, int frames = 1) {
+  DcmFileFormat ff;
+  DcmDataset* ds = ff.getDataset();
+  std::string series_uid = s.study_uid + "." + std::to_string(series);
+  std::string sop = series_uid + "." + std::to_string(instance);
+  ds->putAndInsertString(DCM_SOPClassUID, "1.2.840.10008.5.1.4.1.1.2");
+  ds->putAndInsertString(DCM_SOPInstanceUID, sop.c_str());
+  ds->putAndInsertString(DCM_StudyInstanceUID, s.study_uid.c_str());
+  ds->putAndInsertString(DCM_SeriesInstanceUID, series_uid.c_str());
+  ds->putAndInsertString(DCM_FrameOfReferenceUID, (s.study_uid + ".99").c_str());
+  ds->putAndInsertString(DCM_PatientName, s.name.c_str());
+  ds->putAndInsertString(DCM_PatientID, s.id.c_str());
+  ds->putAndInsertString(DCM_PatientBirthDate, s.birth.c_str());
+  ds->putAndInsertString(DCM_PatientSex, "F");
+  ds->putAndInsertString(DCM_AccessionNumber, s.acc.c_str());
+  ds->putAndInsertString(DCM_ReferringPhysicianName, s.referring.c_str());
+  ds->putAndInsertString(DCM_StudyDescription, s.description.c_str());
+  ds->putAndInsertString(DCM_InstitutionName, s.institution.c_str());
+  ds->putAndInsertString(DCM_StudyDate, "20240315");
+  ds->putAndInsertString(DCM_StudyTime, "101500");
+  ds->putAndInsertString(DCM_Modality, "CT");
+  ds->putAndInsertString(DCM_SeriesNumber, std::to_string(series).c_str());
+  ds->putAndInsertString(DCM_InstanceNumber, std::to_string(instance).c_str());
+  ds->putAndInsertString(DCM_BurnedInAnnotation, s.burned_in ? "YES" : "NO");
+  ds->putAndInsertUint16(DCM_Rows, 4);
+  ds->putAndInsertUint16(DCM_Columns, 4);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds->putAndInsertUint16(DCM_BitsStored, 16);
+  ds->putAndInsertUint16(DCM_HighBit, 15);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  if (frames > 1) ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(frames).c_str());
+  std::vector<Uint16> px(16 * frames);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<Uint16>(i * 7 + instance);
+  ds->putAndInsertUint16Array(DCM_PixelData, px.data(), px.size());
+  std::vector<std::byte> out;
+  dicom::BoundedBufferStream os(&out, 1 << 24);
+  ff.transferInit();
+  OFCondition c = ff.write(os, EXS_LittleEndianExplicit, EET_ExplicitLength, nullptr);
+  ff.transferEnd();
+  EXPECT_TRUE(c.good()) << c.text();
+  return std::string(reinterpret_cast<const char*>(out.data()), out.size());
+}
+
+class DicomwebTest : public ServicesTest {
+ protected:
+  void SetUp() override {
+    ServicesTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    metrics_ = std::make_shared<WebMetrics>();
+    DicomwebDeps deps{*query_, *ingest_, *erasure_, *catalog_, *vault_, env_, metrics_};
+    Dicomweb::AddRoutes(router_, deps, options_);
+    identity_.subject = "CN=test,O=phigate-dev";
+  }
+
+  void StoreSynth(const Synth& s, int series, int instance, int frames = 1) {
+    std::string bytes = MakeInstance(s, series, instance, frames);
+    auto a = dicom::ParseInstance(services::testing::Bytes(bytes));
+    ASSERT_TRUE(a.ok()) << a.status().ToString();
+    auto r = ingest_->Store({"test", "", ""}, *a, services::testing::Bytes(bytes));
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    stored_[a->sop_instance_uid] = bytes;
+  }
+
+  struct Result {
+    int status = 0;
+    std::string content_type, body;
+    HeaderList headers;
+  };
+
+  Result Call(Method m, const std::string& target, config::Role role, HeaderList headers = {},
+              std::string body = "") {
+    Result out;
+    auto t = ParseTarget(target);
+    EXPECT_TRUE(t.ok()) << target;
+    if (!t.ok()) return out;
+    Router::Match match = router_.Find(m, t->path);
+    if (match.kind != Router::Match::Kind::kFound) {
+      out.status = match.kind == Router::Match::Kind::kNotFound ? 404 : 405;
+      return out;
+    }
+    if (!Router::RoleAllowed(*match.route, role)) {
+      out.status = 403;
+      return out;
+    }
+    RequestContext ctx;
+    ctx.method = m;
+    ctx.path = t->path;
+    ctx.query = t->query;
+    ctx.route = match.route->pattern;
+    ctx.params = match.params;
+    ctx.headers = std::move(headers);
+    ctx.headers.emplace_back("host", "phigate.test:8443");
+    ctx.body = std::move(body);
+    ctx.identity = &identity_;
+    ctx.role = role;
+    ctx.peer_address = "127.0.0.1:5555";
+    Response r = match.route->handler(ctx);
+    out.status = r.status;
+    out.content_type = r.content_type;
+    out.headers = r.headers;
+    if (r.stream) {
+      std::vector<char> buf(1000);  // small, odd buffer: exercises part boundaries
+      for (;;) {
+        auto n = r.stream(std::span<char>(buf.data(), buf.size()));
+        EXPECT_TRUE(n.ok()) << n.status().ToString();
+        if (!n.ok() || *n == 0) break;
+        out.body.append(buf.data(), *n);
+      }
+    } else {
+      out.body = std::move(r.body);
+    }
+    return out;
+  }
+
+  static std::vector<std::string> Parts(const Result& r) {
+    auto mt = ParseMediaType(r.content_type);
+    EXPECT_TRUE(mt.ok());
+    auto parts = ParseMultipart(r.body, mt->Param("boundary"), 100000);
+    EXPECT_TRUE(parts.ok()) << parts.status().ToString();
+    std::vector<std::string> out;
+    if (parts.ok()) {
+      for (auto& p : *parts) out.emplace_back(p.body);
+    }
+    return out;
+  }
+
+  static std::string Str(const json& item, const char* tag) {
+    if (!item.contains(tag) || !item[tag].contains("Value")) return "";
+    const json& v = item[tag]["Value"][0];
+    if (v.is_object()) return v.value("Alphabetic", "");
+    if (v.is_number()) return std::to_string(v.get<int64_t>());
+    return v.get<std::string>();
+  }
+
+  size_t AuditCount() {
+    auto recs = catalog_->ReadAudit(0, 100000);
+    EXPECT_TRUE(recs.ok());
+    return recs.ok() ? recs->size() : 0;
+  }
+
+  DicomwebOptions options_;
+  std::shared_ptr<WebMetrics> metrics_;
+  Router router_;
+  tls::PeerIdentity identity_;
+  std::map<std::string, std::string> stored_;
+};
+
+constexpr auto kClin = config::Role::kClinician;
+constexpr auto kShare = config::Role::kShare;
+constexpr auto kAdmin = config::Role::kAdmin;
+constexpr auto kModality = config::Role::kModality;
+
+TEST_F(DicomwebTest, QidoStudiesMatchesAndPages) {
+  Synth a;
+  Synth b;
+  b.name = "JONES^MARY";
+  b.id = "PID-1";
+  b.acc = "ACC-2";
+  b.study_uid = "1.2.826.0.1.3680043.9.7777.2";
+  StoreSynth(a, 1, 1);
+  StoreSynth(b, 1, 1);
+  size_t audits = AuditCount();
+
+  Result r = Call(Method::kGet, "/studies?PatientName=smi*", kClin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "application/dicom+json");
+  json j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(Str(j[0], "00100010"), a.name);
+  EXPECT_EQ(Str(j[0], "0020000D"), a.study_uid);
+  EXPECT_EQ(Str(j[0], "00201208"), "1");
+  EXPECT_EQ(j[0]["00080061"]["Value"][0], "CT");
+  EXPECT_EQ(Str(j[0], "00081190"), "https://phigate.test:8443/studies/" + a.study_uid);
+  EXPECT_FALSE(j[0].contains("00081030"));  // not asked for
+  EXPECT_GT(AuditCount(), audits);          // the disclosure is audited
+
+  r = Call(Method::kGet, "/studies?PatientID=PID-1&includefield=StudyDescription", kClin);
+  ASSERT_EQ(r.status, 200);
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(Str(j[0], "00100010"), b.name);
+  EXPECT_TRUE(j[0].contains("00081030"));
+
+  r = Call(Method::kGet, "/studies?AccessionNumber=ACC-55123&StudyDate=20240101-20241231", kClin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body).size(), 1u);
+  r = Call(Method::kGet, "/studies?StudyDate=20250101-", kClin);
+  EXPECT_EQ(r.status, 204);
+  EXPECT_TRUE(r.body.empty());
+  r = Call(Method::kGet,
+           "/studies?StudyInstanceUID=" + a.study_uid + "," + b.study_uid + "&limit=1&offset=1",
+           kClin);
+  ASSERT_EQ(r.status, 200);
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  r = Call(Method::kGet, "/studies?ModalitiesInStudy=MR", kClin);
+  EXPECT_EQ(r.status, 204);
+  r = Call(Method::kGet, "/studies?fuzzymatching=false&limit=10", kClin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body).size(), 2u);
+}
+
+TEST_F(DicomwebTest, QidoBadQueriesAre400WithoutEcho) {
+  StoreSynth(Synth{}, 1, 1);
+  for (const char* q :
+       {"/studies?limit=abc", "/studies?limit=0", "/studies?limit=99999999", "/studies?NoSuchKey=1",
+        "/studies?StudyDate=2024-13-01", "/studies?StudyInstanceUID=1..2",
+        "/studies?includefield=Bogus", "/studies?PatientName=A&PatientName=B",
+        "/studies?fuzzymatching=maybe", "/studies?SOPInstanceUID=1.2", "/studies?Modality=C%2FT"}) {
+    Result r = Call(Method::kGet, q, kClin);
+    EXPECT_EQ(r.status, 400) << q;
+    EXPECT_EQ(r.content_type, "application/problem+json") << q;
+    EXPECT_EQ(r.body.find("SMITH"), std::string::npos);
+  }
+  Result r = Call(Method::kGet, "/studies/1.2.3.4/series", kClin);
+  EXPECT_EQ(r.status, 404);
+  r = Call(Method::kGet, "/studies", kClin, {{"accept", "text/html"}});
+  EXPECT_EQ(r.status, 406);
+  r = Call(Method::kGet, "/studies", kClin, {{"accept", "multipart/related; type="}});
+  EXPECT_EQ(r.status, 406);
+  r = Call(Method::kGet, "/studies", kClin, {{"accept", "garbage"}});
+  EXPECT_EQ(r.status, 400);
+}
+
+TEST_F(DicomwebTest, SeriesAndInstancesLevels) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  StoreSynth(s, 1, 2);
+  StoreSynth(s, 2, 1);
+  Result r = Call(Method::kGet, "/studies/" + s.study_uid + "/series", kClin);
+  ASSERT_EQ(r.status, 200);
+  json j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 2u);
+  r = Call(Method::kGet, "/studies/" + s.study_uid + "/series/" + s.study_uid + ".1/instances",
+           kClin);
+  ASSERT_EQ(r.status, 200);
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(Str(j[0], "00080018"), s.study_uid + ".1.1");
+  EXPECT_EQ(Str(j[1], "00200013"), "2");
+  r = Call(Method::kGet, "/series?Modality=CT", kClin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body).size(), 2u);
+  r = Call(Method::kGet, "/instances?SOPInstanceUID=" + s.study_uid + ".2.1", kClin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body).size(), 1u);
+  r = Call(Method::kGet, "/instances?limit=2&offset=2", kClin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_EQ(json::parse(r.body).size(), 1u);
+}
+
+TEST_F(DicomwebTest, WadoStreamsByteIdenticalInstances) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  StoreSynth(s, 1, 2);
+  StoreSynth(s, 2, 1);
+  Result r = Call(Method::kGet, "/studies/" + s.study_uid, kClin,
+                  {{"accept", "multipart/related; type=\"application/dicom\"; transfer-syntax=*"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.content_type.find("multipart/related"), std::string::npos);
+  std::vector<std::string> parts = Parts(r);
+  ASSERT_EQ(parts.size(), 3u);
+  std::set<std::string> got(parts.begin(), parts.end()), want;
+  for (auto& [uid, bytes] : stored_) want.insert(bytes);
+  EXPECT_EQ(got, want);
+
+  r = Call(
+      Method::kGet,
+      "/studies/" + s.study_uid + "/series/" + s.study_uid + ".1/instances/" + s.study_uid + ".1.2",
+      kClin);
+  ASSERT_EQ(r.status, 200);
+  parts = Parts(r);
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_EQ(parts[0], stored_[s.study_uid + ".1.2"]);
+
+  r = Call(Method::kGet, "/studies/" + s.study_uid, kClin, {{"accept", "application/zip"}});
+  EXPECT_EQ(r.status, 406);
+  r = Call(Method::kGet, "/studies/" + s.study_uid, kClin,
+           {{"accept",
+             "multipart/related; type=\"application/dicom\"; transfer-syntax=1.2.840."
+             "10008.1.2.4.50"}});
+  EXPECT_EQ(r.status, 406);
+  r = Call(Method::kGet, "/studies/1.2.3/series/4.5", kClin);
+  EXPECT_EQ(r.status, 404);
+}
+
+TEST_F(DicomwebTest, DemographicsUpdatedSinceArrivalAreApplied) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  // An ADT update rewrote the study's sealed PHI (as the HL7 service does).
+  auto study = query_->GetStudy(s.study_uid);
+  ASSERT_TRUE(study.ok());
+  services::PhiFields phi = study->phi;
+  phi.Set("PatientName", "SMITH^JANE^MARRIED");
+  auto box = keys_->Seal(study->row.key_id, services::PhiAad("study", study->row.study_uid_token),
+                         phi.Encode());
+  ASSERT_TRUE(box.ok());
+  ASSERT_TRUE(catalog_
+                  ->Write([&](index::WriteTxn& t) {
+                    index::StudyPhiUpdate u;
+                    u.patient_id_token = study->row.patient_id_token;
+                    u.accession_token = study->row.accession_token;
+                    u.study_year = study->row.study_year;
+                    u.phi = *box;
+                    return t.UpdateStudyPhi(study->row.study_pk, u);
+                  })
+                  .ok());
+  Result r = Call(Method::kGet, "/studies/" + s.study_uid + "/metadata", kClin);
+  ASSERT_EQ(r.status, 200);
+  json j = json::parse(r.body);
+  EXPECT_EQ(Str(j[0], "00100010"), "SMITH^JANE^MARRIED");
+  r = Call(Method::kGet, "/studies/" + s.study_uid, kClin);
+  ASSERT_EQ(r.status, 200);
+  auto parts = Parts(r);
+  ASSERT_EQ(parts.size(), 1u);
+  auto attrs = dicom::ParseInstance(services::testing::Bytes(parts[0]));
+  ASSERT_TRUE(attrs.ok()) << attrs.status().ToString();
+  EXPECT_EQ(attrs->patient_name, "SMITH^JANE^MARRIED");
+  EXPECT_EQ(attrs->sop_instance_uid, s.study_uid + ".1.1");
+}
+
+TEST_F(DicomwebTest, MetadataAndFrames) {
+  Synth s;
+  StoreSynth(s, 1, 1, /*frames=*/3);
+  Result r = Call(Method::kGet, "/studies/" + s.study_uid + "/metadata", kClin);
+  ASSERT_EQ(r.status, 200) << r.body;
+  json j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(Str(j[0], "00100010"), s.name);
+  EXPECT_EQ(Str(j[0], "00080018"), s.study_uid + ".1.1");
+  ASSERT_TRUE(j[0].contains("7FE00010"));
+  std::string uri = j[0]["7FE00010"]["BulkDataURI"];
+  EXPECT_NE(uri.find("/frames/1"), std::string::npos);
+
+  std::string base =
+      "/studies/" + s.study_uid + "/series/" + s.study_uid + ".1/instances/" + s.study_uid + ".1.1";
+  r = Call(Method::kGet, base + "/frames/2,3", kClin,
+           {{"accept", "multipart/related; type=\"application/octet-stream\""}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto parts = Parts(r);
+  ASSERT_EQ(parts.size(), 2u);
+  ASSERT_EQ(parts[0].size(), 32u);  // 4x4x2 bytes
+  // Pixel i of the instance is i*7+1 (little endian); frame 2 starts at pixel 16.
+  EXPECT_EQ(static_cast<unsigned char>(parts[0][0]), (16 * 7 + 1) & 0xFF);
+  EXPECT_EQ(static_cast<unsigned char>(parts[1][0]), (32 * 7 + 1) & 0xFF);
+  EXPECT_EQ(Call(Method::kGet, base + "/frames/4", kClin).status, 404);
+  EXPECT_EQ(Call(Method::kGet, base + "/frames/0", kClin).status, 404);
+  EXPECT_EQ(Call(Method::kGet, base + "/frames/1,x", kClin).status, 400);
+  r = Call(Method::kGet, base + "/metadata", kClin);
+  ASSERT_EQ(r.status, 200);
+}
+
+TEST_F(DicomwebTest, ShareSeesNoOriginalPhiAndNavigatesWithNewUids) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  StoreSynth(s, 1, 2);
+  Synth burned = s;
+  burned.burned_in = true;
+  StoreSynth(burned, 1, 3);
+  const std::vector<std::string> secrets = {s.name,
+                                            "SMITH",
+                                            s.id,
+                                            s.birth,
+                                            s.acc,
+                                            s.referring,
+                                            "SECRETDESC",
+                                            s.institution,
+                                            s.study_uid,
+                                            s.study_uid + ".1",
+                                            s.study_uid + ".1.1",
+                                            "20240315",
+                                            "101500"};
+  std::string all;
+  auto check = [&](const Result& r, const std::string& what) {
+    all += r.body;
+    for (auto& h : r.headers) all += h.second;
+    for (const auto& sec : secrets) {
+      EXPECT_EQ(r.body.find(sec), std::string::npos) << what << " leaks " << sec;
+    }
+  };
+  // Identity matching keys are refused outright.
+  EXPECT_EQ(Call(Method::kGet, "/studies?PatientName=SMITH*", kShare).status, 400);
+  EXPECT_EQ(Call(Method::kGet, "/studies?PatientID=" + s.id, kShare).status, 400);
+
+  Result r = Call(Method::kGet, "/studies", kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "qido studies");
+  json j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  std::string study = Str(j[0], "0020000D");
+  EXPECT_EQ(study.rfind("2.25.", 0), 0u);
+  EXPECT_EQ(Str(j[0], "00120062"), "YES");
+  EXPECT_EQ(Str(j[0], "00100010"), "");
+
+  r = Call(Method::kGet, "/studies/" + study + "/series", kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "qido series");
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 1u);
+  std::string series = Str(j[0], "0020000E");
+  EXPECT_EQ(series.rfind("2.25.", 0), 0u);
+
+  r = Call(Method::kGet, "/studies/" + study + "/series/" + series + "/instances", kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "qido instances");
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 2u);  // the burned-in instance is withheld
+  std::string inst = Str(j[0], "00080018");
+
+  r = Call(Method::kGet, "/studies/" + study + "/metadata", kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "metadata");
+  j = json::parse(r.body);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(Str(j[0], "0020000D"), study);
+  EXPECT_EQ(Str(j[0], "00120062"), "YES");
+
+  r = Call(Method::kGet, "/studies/" + study, kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "wado study");
+  auto parts = Parts(r);
+  ASSERT_EQ(parts.size(), 2u);
+  auto attrs = dicom::ParseInstance(services::testing::Bytes(parts[0]));
+  ASSERT_TRUE(attrs.ok()) << attrs.status().ToString();
+  EXPECT_EQ(attrs->study_instance_uid, study);
+  EXPECT_EQ(attrs->series_instance_uid, series);
+  EXPECT_TRUE(attrs->patient_name.empty());
+
+  r = Call(Method::kGet, "/studies/" + study + "/series/" + series + "/instances/" + inst, kShare);
+  ASSERT_EQ(r.status, 200);
+  check(r, "wado instance");
+  // Same UID -> same new UID; the original UID is unknown to a share client.
+  r = Call(Method::kGet, "/studies", kShare);
+  EXPECT_EQ(Str(json::parse(r.body)[0], "0020000D"), study);
+  EXPECT_EQ(Call(Method::kGet, "/studies/" + s.study_uid, kShare).status, 404);
+  // The burned-in instance cannot be fetched even by a guessed de-id UID.
+  services::Deidentifier d(*vault_, {});
+  r = Call(Method::kGet,
+           "/studies/" + study + "/series/" + series + "/instances/" + d.Uid(s.study_uid + ".1.3"),
+           kShare);
+  EXPECT_EQ(r.status, 404);
+  EXPECT_FALSE(all.empty());
+}
+
+TEST_F(DicomwebTest, StowStoresAndReportsPerInstance) {
+  Synth s;
+  std::string a = MakeInstance(s, 1, 1), b = MakeInstance(s, 1, 2);
+  std::string boundary = "xYzBoundary42";
+  std::string body = "--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n" + a +
+                     "\r\n--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n" + b +
+                     "\r\n--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\nnot dicom" +
+                     "\r\n--" + boundary + "--\r\n";
+  HeaderList h = {
+      {"content-type", "multipart/related; type=\"application/dicom\"; boundary=" + boundary}};
+  EXPECT_EQ(Call(Method::kPost, "/studies", kClin, h, body).status, 403);
+  EXPECT_EQ(Call(Method::kPost, "/studies", kShare, h, body).status, 403);
+  Result r = Call(Method::kPost, "/studies", kModality, h, body);
+  ASSERT_EQ(r.status, 202) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_EQ(j["00081199"]["Value"].size(), 2u);
+  EXPECT_EQ(j["00081198"]["Value"].size(), 1u);
+  EXPECT_EQ(j["00081198"]["Value"][0]["00081197"]["Value"][0], 0xC000);
+  auto found = query_->ListInstances(s.study_uid);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->size(), 2u);
+  // Bad bodies: clean 4xx, nothing stored.
+  EXPECT_EQ(Call(Method::kPost, "/studies", kModality, {{"content-type", "application/json"}}, "{}")
+                .status,
+            415);
+  EXPECT_EQ(Call(Method::kPost, "/studies", kModality,
+                 {{"content-type", "multipart/related; boundary=zz"}}, "garbage")
+                .status,
+            400);
+  EXPECT_EQ(Call(Method::kPost, "/studies", kModality,
+                 {{"content-type", "multipart/related; boundary=zz"}},
+                 "--zz\r\nContent-Type: application/dicom\r\n\r\nunterminated")
+                .status,
+            400);
+  // A study in the path must match the instances'.
+  r = Call(Method::kPost, "/studies/1.2.3", kAdmin, h, body);
+  EXPECT_EQ(r.status, 409);
+}
+
+TEST_F(DicomwebTest, DeleteErasesForAdminOnlyAndMetricsExposeCounters) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  EXPECT_EQ(Call(Method::kDelete, "/studies/" + s.study_uid, kClin).status, 403);
+  EXPECT_EQ(Call(Method::kDelete, "/studies/" + s.study_uid, kShare).status, 403);
+  Result r = Call(Method::kDelete, "/studies/" + s.study_uid, kAdmin);
+  ASSERT_EQ(r.status, 202) << r.body;
+  json j = json::parse(r.body);
+  EXPECT_GT(j["erasure_certificate"]["audit_seq"].get<int64_t>(), 0);
+  EXPECT_EQ(Call(Method::kGet, "/studies", kClin).status, 204);
+  EXPECT_EQ(Call(Method::kDelete, "/studies/" + s.study_uid, kAdmin).status, 404);
+
+  metrics_->CountHandshakeFailure("no_certificate");
+  metrics_->ObserveRequest("/studies", 200, 0.003);
+  EXPECT_EQ(Call(Method::kGet, "/metrics", kClin).status, 403);
+  r = Call(Method::kGet, "/metrics", kAdmin);
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.body.find("phigate_ingest_total{outcome=\"stored\"} 1"), std::string::npos);
+  EXPECT_NE(r.body.find("phigate_https_tls_handshake_failures_total{reason=\"no_certificate\"} 1"),
+            std::string::npos);
+  EXPECT_NE(r.body.find("phigate_https_request_duration_seconds_bucket{route=\"/studies\",le="
+                        "\"0.005\"} 1"),
+            std::string::npos);
+}
+
+TEST(MultipartTest, ParsesAndBounds) {
+  auto p = ParseMultipart("preamble\r\n--b\r\nA: 1\r\n\r\nxx\r\n--b\r\n\r\nyy\r\n--b--", "b", 10);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  ASSERT_EQ(p->size(), 2u);
+  EXPECT_EQ((*p)[0].body, "xx");
+  EXPECT_EQ((*p)[0].Header("a"), "1");
+  EXPECT_EQ((*p)[1].body, "yy");
+  EXPECT_EQ(ParseMultipart("--b\r\n\r\nx\r\n--b\r\n\r\ny\r\n--b--", "b", 1).status().code(),
+            Code::kResourceExhausted);
+  EXPECT_FALSE(ParseMultipart("--b\r\nbad header\r\n\r\nx\r\n--b--", "b", 10).ok());
+  EXPECT_FALSE(ParseMultipart("", "b", 10).ok());
+  EXPECT_FALSE(ParseMultipart("--b\r\n\r\nx", "b", 10).ok());
+  EXPECT_FALSE(ParseMultipart("--b", std::string(71, 'b'), 10).ok());
+  auto a = ParseAccept("multipart/related; type=\"application/dicom\"; q=0.5, */*;q=0");
+  ASSERT_TRUE(a.ok());
+  EXPECT_EQ((*a)[0].Param("type"), "application/dicom");
+  EXPECT_DOUBLE_EQ((*a)[0].q, 0.5);
+  EXPECT_DOUBLE_EQ((*a)[1].q, 0.0);
+  EXPECT_FALSE(ParseAccept("a/b; q=2").ok());
+  EXPECT_FALSE(ParseAccept("noslash").ok());
+}
+
+TEST(DeidTest, UidAndDateShift) {
+  EXPECT_EQ(services::Deidentifier::ShiftDate("20240301", -1), "20240229");
+  EXPECT_EQ(services::Deidentifier::ShiftDate("20240101", -366), "20221231");
+  EXPECT_EQ(services::Deidentifier::ShiftDate("2024011", -1), "");
+  unsigned char zeros[16] = {};
+  EXPECT_EQ(services::Uid225FromBytes(zeros), "2.25.0");
+  unsigned char ff[16];
+  std::fill(std::begin(ff), std::end(ff), 0xFF);
+  EXPECT_EQ(services::Uid225FromBytes(ff), "2.25.340282366920938463463374607431768211455");
+}
+
+}  // namespace
+}  // namespace phi::web
