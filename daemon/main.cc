@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/hl7_wiring.h"
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
 #include "libphi/config/dev_config.h"
@@ -409,9 +410,7 @@ int Run(const Options& opts, sigset_t sigs) {
   // 4. Edges. Everything they use is declared before `servers`, so it outlives them.
   tls::AsioRunner runner;  // HL7 and HTTPS: one io_context, one thread per core
   std::unique_ptr<tls::TlsContextProvider> hl7_tls, web_tls;
-  // TODO(services): the HL7 ADT/ORM/ORU handlers replace this; until then every
-  // message gets AR "not implemented yet".
-  hl7::NotImplementedHandler hl7_handler(env);
+  std::unique_ptr<daemon::Hl7Wiring> hl7_wiring = daemon::WireHl7(*stack, env);
   std::vector<std::unique_ptr<Server>> servers;
   auto add = [&](auto created) -> bool {
     if (!created.ok()) {
@@ -432,7 +431,7 @@ int Run(const Options& opts, sigset_t sigs) {
       }
       hl7_tls = std::move(p).value();
     }
-    if (!add(hl7::Hl7Server::Create(cfg.hl7, hl7_tls.get(), runner, hl7_handler))) {
+    if (!add(hl7::Hl7Server::Create(cfg.hl7, hl7_tls.get(), runner, hl7_wiring->handler()))) {
       return kExitFailure;
     }
   }
