@@ -6,7 +6,7 @@
 // Every command is passed through as {"command": <command>, "args": {key: value}},
 // so commands the daemon adds later need nothing here; `status` (and `help`) also
 // have a human-readable rendering. Exit codes: 0 ok, 1 command failed, 2 usage,
-// 3 cannot connect, 4 permission denied.
+// 3 cannot connect, 4 permission denied, 5 a verification found a problem.
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -33,6 +33,7 @@ constexpr int kFailed = 1;
 constexpr int kUsage = 2;
 constexpr int kNoConnect = 3;
 constexpr int kDenied = 4;
+constexpr int kProblemsFound = 5;  // a verification ran and found a problem
 constexpr size_t kMaxResponseBytes = 64 * 1024 * 1024;
 constexpr int kTimeoutMs = 120 * 1000;
 
@@ -45,7 +46,8 @@ void Usage(FILE* out) {
                "  --json         print the raw JSON result\n"
                "\n"
                "commands: status, help (lists what the daemon supports), ...\n"
-               "exit: 0 ok, 1 command failed, 2 usage, 3 cannot connect, 4 permission denied\n");
+               "exit: 0 ok, 1 command failed, 2 usage, 3 cannot connect, 4 permission denied,\n"
+               "      5 a verification (audit verify, verify) found a problem\n");
 }
 
 // "--key value": integers and true/false become JSON numbers/booleans.
@@ -136,6 +138,87 @@ void PrintStatus(const json& r) {
       std::printf("  ! %s\n", w.is_string() ? w.get<std::string>().c_str() : w.dump().c_str());
     }
   }
+}
+
+// One request/response on the admin socket. On success (kOk) *result is the
+// "result" member; otherwise the error was printed and the exit code returned.
+int Call(const std::string& socket_path, const std::string& command, const json& args,
+         bool raw_json, json* result) {
+  sockaddr_un addr{};
+  if (socket_path.size() >= sizeof addr.sun_path) {
+    std::fprintf(stderr, "phigatectl: socket path too long: %s\n", socket_path.c_str());
+    return kUsage;
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    std::fprintf(stderr, "phigatectl: socket: %s\n", std::strerror(errno));
+    return kNoConnect;
+  }
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    if (err == EACCES || err == EPERM) {
+      std::fprintf(stderr,
+                   "phigatectl: permission denied connecting to %s: %s (root or the admin group "
+                   "only)\n",
+                   socket_path.c_str(), std::strerror(err));
+      return kDenied;
+    }
+    std::fprintf(stderr, "phigatectl: cannot connect to %s: %s (is phigated running?)\n",
+                 socket_path.c_str(), std::strerror(err));
+    return kNoConnect;
+  }
+
+  std::string req = json{{"command", command}, {"args", args}}.dump() + "\n";
+  size_t off = 0;
+  while (off < req.size()) {
+    ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // the daemon may have answered and closed (e.g. refused): read it
+    off += static_cast<size_t>(n);
+  }
+  std::string resp;
+  char buf[65536];
+  while (resp.find('\n') == std::string::npos) {
+    pollfd p{fd, POLLIN, 0};
+    int r = ::poll(&p, 1, kTimeoutMs);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) {
+      std::fprintf(stderr, "phigatectl: no answer from %s\n", socket_path.c_str());
+      ::close(fd);
+      return kFailed;
+    }
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    resp.append(buf, static_cast<size_t>(n));
+    if (resp.size() > kMaxResponseBytes) break;
+  }
+  ::close(fd);
+  size_t nl = resp.find('\n');
+  if (nl == std::string::npos) {
+    std::fprintf(stderr, "phigatectl: %s closed the connection without an answer\n",
+                 socket_path.c_str());
+    return kFailed;
+  }
+  json r = json::parse(resp.substr(0, nl), nullptr, false);
+  if (r.is_discarded() || !r.is_object()) {
+    std::fprintf(stderr, "phigatectl: unreadable answer from %s\n", socket_path.c_str());
+    return kFailed;
+  }
+  if (!r.value("ok", false)) {
+    json err = r.value("error", json::object());
+    std::string code = err.is_object() ? err.value("code", std::string("Unknown")) : "Unknown";
+    std::string msg = err.is_object() ? err.value("message", std::string()) : std::string();
+    if (raw_json) {
+      std::cout << r.dump(2) << "\n";
+    }
+    std::fprintf(stderr, "phigatectl: %s: %s: %s\n", command.c_str(), code.c_str(), msg.c_str());
+    return code == "PermissionDenied" ? kDenied : kFailed;
+  }
+  *result = r.contains("result") ? r["result"] : json(nullptr);
+  return kOk;
 }
 
 }  // namespace
@@ -229,82 +312,98 @@ int main(int argc, char** argv) {
   }
   args.erase("yes");
 
-  sockaddr_un addr{};
-  if (socket_path.size() >= sizeof addr.sun_path) {
-    std::fprintf(stderr, "phigatectl: socket path too long: %s\n", socket_path.c_str());
-    return kUsage;
+  // Bare "erasure-certificate SEQ": the number is the seq argument.
+  if (command.rfind("erasure-certificate ", 0) == 0) {
+    args["seq"] = ArgValue(command.substr(20));
+    command = "erasure-certificate";
   }
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    std::fprintf(stderr, "phigatectl: socket: %s\n", std::strerror(errno));
-    return kNoConnect;
-  }
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    int err = errno;
-    if (err == EACCES || err == EPERM) {
-      std::fprintf(stderr,
-                   "phigatectl: permission denied connecting to %s: %s (root or the admin group "
-                   "only)\n",
-                   socket_path.c_str(), std::strerror(err));
-      return kDenied;
+  std::string out_prefix;
+  if (command == "erasure-certificate" && args.contains("out")) {
+    if (!args["out"].is_string()) {
+      std::fprintf(stderr, "phigatectl: --out needs a path prefix\n");
+      return kUsage;
     }
-    std::fprintf(stderr, "phigatectl: cannot connect to %s: %s (is phigated running?)\n",
-                 socket_path.c_str(), std::strerror(err));
-    return kNoConnect;
+    out_prefix = args["out"].get<std::string>();
+    args.erase("out");
   }
 
-  std::string req = json{{"command", command}, {"args", args}}.dump() + "\n";
-  size_t off = 0;
-  while (off < req.size()) {
-    ssize_t n = ::send(fd, req.data() + off, req.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // the daemon may have answered and closed (e.g. refused): read it
-    off += static_cast<size_t>(n);
-  }
-  std::string resp;
-  char buf[65536];
-  while (resp.find('\n') == std::string::npos) {
-    pollfd p{fd, POLLIN, 0};
-    int r = ::poll(&p, 1, kTimeoutMs);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) {
-      std::fprintf(stderr, "phigatectl: no answer from %s\n", socket_path.c_str());
-      ::close(fd);
+  json result;
+  if (command == "audit export") {
+    // Pages until the daemon says there is no more; prints one record per line.
+    int64_t total = 0;
+    for (;;) {
+      int rc = Call(socket_path, command, args, raw_json, &result);
+      if (rc != kOk) return rc;
+      if (!result.is_object() || !result.contains("lines")) {
+        std::fprintf(stderr, "phigatectl: unexpected answer to audit export\n");
+        return kFailed;
+      }
+      for (const auto& l : result["lines"]) {
+        std::string line = l.is_string() ? l.get<std::string>() : l.dump();
+        std::fwrite(line.data(), 1, line.size(), stdout);
+        std::fputc('\n', stdout);
+      }
+      total += result.value("count", int64_t{0});
+      if (!result.value("more", false)) break;
+      args["after"] = result.value("last_seq", int64_t{0});
+    }
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "phigatectl: audit export: write error\n");
       return kFailed;
     }
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    resp.append(buf, static_cast<size_t>(n));
-    if (resp.size() > kMaxResponseBytes) break;
+    std::fprintf(stderr, "phigatectl: exported %lld audit records\n",
+                 static_cast<long long>(total));
+    return kOk;
   }
-  ::close(fd);
-  size_t nl = resp.find('\n');
-  if (nl == std::string::npos) {
-    std::fprintf(stderr, "phigatectl: %s closed the connection without an answer\n",
-                 socket_path.c_str());
-    return kFailed;
-  }
-  json r = json::parse(resp.substr(0, nl), nullptr, false);
-  if (r.is_discarded() || !r.is_object()) {
-    std::fprintf(stderr, "phigatectl: unreadable answer from %s\n", socket_path.c_str());
-    return kFailed;
-  }
-  if (!r.value("ok", false)) {
-    json err = r.value("error", json::object());
-    std::string code = err.is_object() ? err.value("code", std::string("Unknown")) : "Unknown";
-    std::string msg = err.is_object() ? err.value("message", std::string()) : std::string();
-    if (raw_json) {
-      std::cout << r.dump(2) << "\n";
+  if (int rc = Call(socket_path, command, args, raw_json, &result); rc != kOk) return rc;
+  if (command == "erasure-certificate" && result.is_object() && !out_prefix.empty()) {
+    // The exact signed bytes (no newline added), the signature and the signer.
+    struct {
+      const char* suffix;
+      const char* key;
+    } files[] = {
+        {".json", "certificate"}, {".p7s", "signature"}, {".signer.pem", "signer_certificate"}};
+    for (const auto& f : files) {
+      std::string path = out_prefix + f.suffix;
+      FILE* fp = std::fopen(path.c_str(), "wx");
+      if (fp == nullptr) {
+        std::fprintf(stderr, "phigatectl: cannot create %s: %s\n", path.c_str(),
+                     std::strerror(errno));
+        return kFailed;
+      }
+      std::string v = result.value(f.key, std::string());
+      bool ok = std::fwrite(v.data(), 1, v.size(), fp) == v.size();
+      ok = (std::fclose(fp) == 0) && ok;
+      if (!ok) {
+        std::fprintf(stderr, "phigatectl: write error on %s\n", path.c_str());
+        return kFailed;
+      }
+      if (!raw_json) std::printf("wrote %s\n", path.c_str());
     }
-    std::fprintf(stderr, "phigatectl: %s: %s: %s\n", command.c_str(), code.c_str(), msg.c_str());
-    return code == "PermissionDenied" ? kDenied : kFailed;
+    if (raw_json) std::cout << result.dump(2) << "\n";
+    return kOk;
   }
-  const json& result = r.contains("result") ? r["result"] : json(nullptr);
   if (raw_json) {
     std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  } else if (command == "audit verify" && result.is_object()) {
+    if (result.value("ok", false)) {
+      std::printf("audit chain OK: %lld records",
+                  static_cast<long long>(result.value("records", int64_t{0})));
+      if (result.value("anchor_seq", int64_t{0}) > 0) {
+        std::printf(" (records 1-%lld pruned; chain verified from the signed anchor)",
+                    static_cast<long long>(result.value("anchor_seq", int64_t{0})));
+      }
+      std::printf(", last seq %lld\n",
+                  static_cast<long long>(result.value("last_seq", int64_t{0})));
+    } else {
+      std::printf("audit chain BROKEN at seq %lld: %s (last good seq %lld)\n",
+                  static_cast<long long>(result.value("broken_seq", int64_t{0})),
+                  result.value("reason", std::string("?")).c_str(),
+                  static_cast<long long>(result.value("last_seq", int64_t{0})));
+    }
+  } else if (command == "erasure-certificate" && result.is_object()) {
+    std::printf("%s\n%s", result.value("certificate", std::string()).c_str(),
+                result.value("signature", std::string()).c_str());
   } else if (command == "status" && result.is_object()) {
     PrintStatus(result);
   } else if (command == "help" && result.contains("commands")) {
@@ -317,6 +416,9 @@ int main(int argc, char** argv) {
     }
   } else {
     std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
+  }
+  if (command == "audit verify" && result.is_object() && !result.value("ok", false)) {
+    return kProblemsFound;
   }
   return kOk;
 }

@@ -1,0 +1,27 @@
+// daemon/audit_wiring: the admin commands for auditors and disposal.
+//   audit export [--since T] [--until T] [--format jsonl|atna] [--after SEQ] [--limit N]
+//                                 read-only; a page of lines (phigatectl pages on)
+//   audit prune [--before DATE]   destructive; deletes audit records older than
+//                                 audit.retention_years (and DATE), leaving a signed anchor
+//   erasure-certificate --seq SEQ read-only; the erasure certificate JSON of audit
+//                                 record SEQ and a detached CMS signature (PEM) made
+//                                 with the server's TLS key
+//   hold --study UID [--reason T] / release --study UID [--reason T]
+//                                 legal hold on / off (blocks every erasure)
+// Every command is itself audited by what it changes (prune, hold) or is
+// read-only. No output carries PHI: audit records never do, certificates hold
+// internal ids and counts.
+// Thread-safety: handlers are thread-safe (the catalog, vault and files are).
+#pragma once
+
+#include "libphi/admin/admin_server.h"
+#include "libphi/config/config.h"
+#include "libphi/services/storage_stack.h"
+#include "libphi/util/env.h"
+
+namespace phi::daemon {
+
+void RegisterAuditCommands(admin::AdminServer& admin, services::StorageStack& stack,
+                           const config::Config& cfg, Env& env);
+
+}  // namespace phi::daemon
