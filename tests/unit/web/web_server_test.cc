@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "tests/support/temp_dir.h"
 #include "tests/unit/tls/net_test_util.h"
 
 namespace phi::web {
@@ -30,6 +31,31 @@ class WebServerTest : public ::testing::Test {
                });
     router.Add(Method::kGet, "/admin-only", {config::Role::kAdmin},
                [](const RequestContext&) { return Response::Json(200, "{}"); });
+    // A 64 MiB body made on the fly, in pulls: nothing holds it whole.
+    router.Add(Method::kGet, "/stream", {config::Role::kClinician}, [this](const RequestContext&) {
+      Response r;
+      r.content_type = "application/octet-stream";
+      auto off = std::make_shared<uint64_t>(0);
+      r.stream = [this, off](std::span<char> buf) -> Result<size_t> {
+        max_pull_ = std::max<size_t>(max_pull_, buf.size());
+        size_t n = std::min<uint64_t>(buf.size(), kStreamBytes - *off);
+        for (size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(((*off + i) * 31) & 0xFF);
+        *off += n;
+        return n;
+      };
+      return r;
+    });
+    router.Add(Method::kGet, "/stream-fails", {config::Role::kClinician},
+               [](const RequestContext&) {
+                 Response r;
+                 auto calls = std::make_shared<int>(0);
+                 r.stream = [calls](std::span<char> buf) -> Result<size_t> {
+                   if ((*calls)++ > 2) return Status::Corruption("segment tag mismatch");
+                   std::fill(buf.begin(), buf.end(), 'x');
+                   return buf.size();
+                 };
+                 return r;
+               });
     auto s = WebServer::Create(cfg_, *provider_, runner_, std::move(router), Env::Default(),
                                [this](const AccessEvent& e) {
                                  std::lock_guard<std::mutex> l(mu_);
@@ -62,6 +88,8 @@ class WebServerTest : public ::testing::Test {
   std::unique_ptr<WebServer> server_;
   std::mutex mu_;
   std::vector<AccessEvent> events_;
+  static constexpr uint64_t kStreamBytes = 64ull << 20;
+  std::atomic<size_t> max_pull_{0};
 };
 
 TEST_F(WebServerTest, HealthzForAMappedClient) {
@@ -144,6 +172,24 @@ TEST_F(WebServerTest, ReloadSwapsRoles) {
   c.tls.ca_bundle = Pki("missing.pem");
   EXPECT_FALSE(server_->Reload(c).ok());
   EXPECT_TRUE(Curl("clinician", Url("/healthz")).output.ends_with("\n200"));
+}
+
+TEST_F(WebServerTest, StreamedBodiesAreChunkedAndBounded) {
+  phi::testing::TempDir tmp;
+  std::string out = (tmp.path() / "body").string();
+  auto r =
+      Curl("clinician", "-o " + out + " " + Url("/stream") + " -o /dev/null " + Url("/healthz"));
+  ASSERT_TRUE(r.output.ends_with("200\n200")) << r.output;
+  std::string body = phi::testing::ReadFile(tmp.path() / "body");
+  ASSERT_EQ(body.size(), kStreamBytes);
+  for (size_t i = 0; i < body.size(); i += 4093) {
+    ASSERT_EQ(static_cast<unsigned char>(body[i]), (i * 31) & 0xFF) << i;
+  }
+  EXPECT_GT(max_pull_.load(), 0u);
+  EXPECT_LE(max_pull_.load(), 1u << 20);  // one bounded buffer, never the body
+  // An error after the header aborts the connection: the client sees a broken transfer.
+  auto f = Curl("clinician", Url("/stream-fails") + " -o /dev/null");
+  EXPECT_NE(f.exit_code, 0) << f.output;
 }
 
 }  // namespace
