@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "daemon/audit_wiring.h"
+#include "daemon/dicom_wiring.h"
 #include "daemon/hl7_wiring.h"
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
@@ -475,6 +476,7 @@ int Run(const Options& opts, sigset_t sigs) {
                            return StatusJson(state, env);
                          });
   RegisterStorageCommands(*admin_server, *stack);
+  RegisterIngestCommands(*admin_server, *stack);
   RegisterAuditCommands(*admin_server, *stack, cfg, env);
 
   auto stop_all = [&](MonotonicTime deadline) {

@@ -155,6 +155,7 @@ struct StudyFilter {
   std::optional<int64_t> created_max;      // inclusive
   std::optional<int64_t> last_access_max;  // unix seconds, inclusive (retention)
   bool exclude_legal_hold = false;         // retention: skip studies under hold
+  bool only_conflicts = false;             // studies flagged as patient conflicts
   int64_t after_study_pk = 0;              // paging: only study_pk > this
   size_t limit = 1000;                     // candidate cap (ResourceExhausted-free: see truncated)
 };

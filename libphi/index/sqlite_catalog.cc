@@ -1106,6 +1106,7 @@ Result<StudyCandidates> SqliteCatalog::QueryStudies(const StudyFilter& f) {
   if (f.created_max) sql += " AND created_at <= ?";
   if (f.last_access_max) sql += " AND last_access_at <= ?";
   if (f.exclude_legal_hold) sql += " AND legal_hold = 0";
+  if (f.only_conflicts) sql += " AND conflict = 1";
   sql += " ORDER BY study_pk LIMIT ?";
 
   PHI_WITH_READER(r);

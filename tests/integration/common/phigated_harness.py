@@ -1,0 +1,152 @@
+"""Helpers to run a real phigated in tests: a temp dev dir with free ports and
+the dev PKI, a NOTIFY_SOCKET receiver, the daemon process, and phigatectl.
+
+Factored out of tests/integration/daemon/daemon_test.py; import it with
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "common"))
+    import phigated_harness as h
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+READY_TIMEOUT = 30
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Notify:
+    """A NOTIFY_SOCKET receiver (unix datagram), like systemd's."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages = []
+
+    def wait_for(self, key, timeout=READY_TIMEOUT, proc=None):
+        """Waits for a message containing line `key` (e.g. "READY=1"); returns that message."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for i, m in enumerate(self.messages):
+                if key in m.split("\n"):
+                    del self.messages[: i + 1]
+                    return m
+            if proc is not None and proc.poll() is not None:
+                raise AssertionError("phigated exited (%s) before %s" % (proc.returncode, key))
+            self.sock.settimeout(0.2)
+            try:
+                data = self.sock.recv(65536)
+                self.messages.append(data.decode())
+            except socket.timeout:
+                pass
+        raise AssertionError("no %s within %ss; got %r" % (key, timeout, self.messages))
+
+    def close(self):
+        self.sock.close()
+
+
+class DevDir:
+    """A dev dir like scripts/dev-run.sh makes (PKI, KEK, storage), with free ports.
+
+    `ports` maps the default port (2762, 11112, 2576, 2575, 8443) to the one used.
+    `transform(yaml) -> yaml` may edit the generated config before it is written.
+    """
+
+    def __init__(self, phigated, dev_pki, prefix="phigated-it.", transform=None):
+        self.phigated = phigated
+        self.dir = tempfile.mkdtemp(prefix=prefix)
+        os.chmod(self.dir, 0o755)
+        subprocess.run(["bash", dev_pki, self.dir + "/pki"], check=True,
+                       stdout=subprocess.DEVNULL)
+        kek = self.dir + "/kek"
+        with open(kek, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(kek, 0o400)
+        os.mkdir(self.dir + "/storage", 0o700)
+        out = subprocess.run([phigated, "--print-dev-config", self.dir], check=True,
+                             capture_output=True, text=True).stdout
+        self.ports = {}
+        for default in (2762, 11112, 2576, 2575, 8443):
+            p = free_port()
+            self.ports[default] = p
+            out = re.sub(r"\bport: %d\b" % default, "port: %d" % p, out)
+        out = out.replace("level: debug", "level: info")
+        if transform:
+            out = transform(out)
+        self.good_yaml = out
+        self.config = self.dir + "/phigate.yaml"
+        self.write(out)
+        self.socket = self.dir + "/admin.sock"
+        self.pki = self.dir + "/pki"
+
+    def write(self, text, path=None):
+        with open(path or self.config, "w") as f:
+            f.write(text)
+
+    def cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def ctl(phigatectl, socket_path, *args, user=None):
+    cmd = [phigatectl, "--socket", socket_path] + list(args)
+    if user:
+        cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] + cmd
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+class Daemon:
+    """phigated on a DevDir, stderr to DIR/stderr-N.log, NOTIFY_SOCKET owned by us."""
+
+    count = 0
+
+    def __init__(self, phigated, dev, extra_env=None):
+        self.dev = dev
+        Daemon.count += 1
+        self.notify = Notify("%s/notify-%d.sock" % (dev.dir, Daemon.count))
+        env = dict(os.environ)
+        env["NOTIFY_SOCKET"] = self.notify.path
+        env.pop("JOURNAL_STREAM", None)
+        env.pop("WATCHDOG_USEC", None)
+        env.update(extra_env or {})
+        self.stderr_path = "%s/stderr-%d.log" % (dev.dir, Daemon.count)
+        self.stderr = open(self.stderr_path, "w")
+        self.proc = subprocess.Popen([phigated, "--config", dev.config],
+                                     stdout=self.stderr, stderr=self.stderr, env=env)
+
+    def wait_ready(self, timeout=READY_TIMEOUT):
+        return self.notify.wait_for("READY=1", timeout=timeout, proc=self.proc)
+
+    def log(self):
+        if not self.stderr.closed:
+            self.stderr.flush()
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def terminate(self, timeout=60):
+        """SIGTERM, wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._close()
+
+    def kill(self):
+        """SIGKILL (kill -9), wait."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._close()
+
+    def _close(self):
+        if not self.stderr.closed:
+            self.stderr.close()
+        self.notify.close()
