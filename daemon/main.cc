@@ -28,6 +28,7 @@
 #include "daemon/audit_wiring.h"
 #include "daemon/dicom_wiring.h"
 #include "daemon/hl7_wiring.h"
+#include "daemon/web_wiring.h"
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
 #include "libphi/config/dev_config.h"
@@ -444,9 +445,7 @@ int Run(const Options& opts, sigset_t sigs) {
       return kExitFailure;
     }
     web_tls = std::move(p).value();
-    // TODO(services): DICOMweb routes (QIDO/WADO/STOW) are added to this router.
-    web::Router router;
-    if (!add(web::WebServer::Create(cfg.web, *web_tls, runner, std::move(router), env))) {
+    if (!add(BuildWebServer(cfg, *web_tls, runner, *stack, env))) {
       return kExitFailure;
     }
   }
