@@ -592,6 +592,10 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
   Status RunQido(const RequestContext& ctx, QidoLevel level, QidoRequest& q, json* out,
                  std::vector<int64_t>* pks) {
     const bool nested_study = ctx.params.count("study") > 0;
+    if (auto it = ctx.params.find("series"); it != ctx.params.end()) {
+      if (!services::IsValidUid(it->second)) return Status::InvalidArgument("malformed UID");
+      q.series_uids = {it->second};
+    }
     // Studies in scope.
     std::vector<services::StudyMatch> studies;
     if (nested_study) {
@@ -706,16 +710,24 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     std::string rewritten;
   };
 
+  // `decided`: the demographics verdict for the whole study, once known. A
+  // study without a patient conflict holds one patient in all its instances
+  // (ingest flags any difference), so the first instance's header decides.
   Result<Prepared> Prepare(bool share, const services::StudyMatch& study,
-                           const services::InstanceMatch& inst) {
+                           const services::InstanceMatch& inst, std::optional<bool>* decided) {
     Prepared p;
     PHI_ASSIGN_OR_RETURN(services::OpenedInstance o,
                          deps.query.OpenInstance(inst.phi.Get("SOPInstanceUID")));
     bool rewrite = share;
     if (!share && options.apply_demographic_updates) {
-      DcmFileFormat hdr;
-      PHI_RETURN_IF_ERROR(ParseHeader(*o.reader, hdr));
-      rewrite = DemographicsDiffer(*hdr.getDataset(), study.phi);
+      if (decided != nullptr && decided->has_value()) {
+        rewrite = **decided;
+      } else {
+        DcmFileFormat hdr;
+        PHI_RETURN_IF_ERROR(ParseHeader(*o.reader, hdr));
+        rewrite = DemographicsDiffer(*hdr.getDataset(), study.phi);
+        if (decided != nullptr && !study.row.conflict) *decided = rewrite;
+      }
     }
     if (!rewrite) {
       p.raw = std::move(o);
@@ -749,6 +761,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     std::optional<services::OpenedInstance> cur;
     uint64_t off = 0;
     bool closed = false;
+    std::optional<bool> decided;  // demographics verdict for the study
 
     Result<size_t> Pull(std::span<char> buf) {
       size_t w = 0;
@@ -773,7 +786,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
           continue;
         }
         if (next < items.size()) {
-          PHI_ASSIGN_OR_RETURN(Prepared p, impl->Prepare(share, study, items[next]));
+          PHI_ASSIGN_OR_RETURN(Prepared p, impl->Prepare(share, study, items[next], &decided));
           std::string head = (next == 0 ? "--" : "\r\n--") + boundary +
                              "\r\nContent-Type: application/dicom\r\n\r\n";
           ++next;
