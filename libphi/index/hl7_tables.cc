@@ -190,9 +190,11 @@ Result<std::vector<StudyRow>> ListStudiesOfPatient(Db& db, const Token& pid, siz
                                                    const char* study_cols_sql) {
   PHI_RETURN_IF_ERROR(CheckTok(pid));
   if (limit == 0 || limit > 100000) return Status::InvalidArgument("catalog: limit out of range");
-  PHI_ASSIGN_OR_RETURN(Stmt st, db.PrepareOnce(std::string("SELECT ") + study_cols_sql +
-                                               " FROM studies WHERE patient_id_token = ?1"
-                                               " ORDER BY study_pk LIMIT ?2"));
+  // Built once: Db::Prepare caches statements by the address of their text.
+  static const std::string kSql = std::string("SELECT ") + study_cols_sql +
+                                  " FROM studies WHERE patient_id_token = ?1"
+                                  " ORDER BY study_pk LIMIT ?2";
+  PHI_ASSIGN_OR_RETURN(Stmt st, db.Prepare(kSql.c_str()));
   PHI_RETURN_IF_ERROR(st.BindBlob(1, pid));
   PHI_RETURN_IF_ERROR(st.BindInt(2, static_cast<int64_t>(limit)));
   std::vector<StudyRow> out;
