@@ -7,6 +7,7 @@
 #include "libphi/index/catalog.h"
 #include "libphi/services/ingest_service.h"
 #include "libphi/services/phi_fields.h"
+#include "libphi/util/log.h"
 
 namespace phi::daemon {
 namespace {
@@ -54,7 +55,47 @@ Result<json> ListConflicts(services::StorageStack& stack, const json& args) {
   return out;
 }
 
+// Audit fields are bounded (audit::kMaxShortField); peer-controlled text is cut.
+std::string Cut(std::string s, size_t max = 256) {
+  if (s.size() > max) s.resize(max);
+  return s;
+}
+
 }  // namespace
+
+dicom::DicomServerOptions DicomOptions(services::StorageStack& stack) {
+  dicom::DicomServerOptions opts;
+  opts.audit = [&stack](const dicom::AssociationEvent& e) {
+    using Kind = dicom::AssociationEvent::Kind;
+    audit::AuditEvent ev;
+    switch (e.kind) {
+      case Kind::kRejected:
+        ev.action = "dicom_associate";
+        ev.outcome = "denied";
+        break;
+      case Kind::kTlsFailed:
+        ev.action = "login_failure";
+        ev.outcome = "denied";
+        break;
+      case Kind::kAborted:
+        ev.action = "dicom_abort";
+        ev.outcome = "error:aborted";
+        break;
+      default:
+        return;  // accepted/released: logged; stores: audited by ingest
+    }
+    ev.actor = Cut("dicom:" + (e.calling_ae.empty() ? std::string("?") : e.calling_ae) +
+                   (e.client_subject.empty() ? "" : " " + e.client_subject));
+    ev.object =
+        Cut("listener:" + e.listener + (e.called_ae.empty() ? "" : " called:" + e.called_ae));
+    ev.peer = Cut(e.peer);
+    ev.detail = Cut(e.reason, 1024);
+    Status s = stack.catalog().Write(
+        [&](index::WriteTxn& txn) -> Status { return txn.AppendAudit(ev).status(); });
+    if (!s.ok()) PHI_LOG(kError, "dicom audit append failed", {{"status", s}});
+  };
+  return opts;
+}
 
 void RegisterIngestCommands(admin::AdminServer& admin, services::StorageStack& stack) {
   admin.Register("conflicts", admin::kReadOnly,

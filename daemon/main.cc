@@ -423,7 +423,8 @@ int Run(const Options& opts, sigset_t sigs) {
     servers.push_back(std::move(created).value());
     return true;
   };
-  if (!add(dicom::DicomServer::Create(cfg.dicom, cfg.tls, stack->ingest(), env)))
+  if (!add(dicom::DicomServer::Create(cfg.dicom, cfg.tls, stack->ingest(), env,
+                                      DicomOptions(*stack))))
     return kExitFailure;
   if (cfg.hl7.tls.enabled || cfg.hl7.plain.enabled) {
     if (cfg.hl7.tls.enabled) {

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
@@ -32,6 +33,9 @@
 
 namespace phi::dicom {
 namespace {
+
+// Initial capacity of the per-C-STORE receive buffer (it grows up to the cap).
+constexpr uint64_t kInitialObjectBuffer = 1u << 20;
 
 // ---------------------------------------------------------------------------
 // Handing an accepted socket to DCMTK (see the header comment).
@@ -668,9 +672,12 @@ bool DicomServer::Impl::HandleStore(T_ASC_Association* assoc, T_ASC_Presentation
 
   std::vector<std::byte> buf;
   uint64_t cap = options.max_object_bytes;
+  // One allocation for a typical image (512x512x16 bits is 512 KiB) instead of
+  // ~20 doublings and copies; large objects still grow geometrically up to cap.
+  buf.reserve(static_cast<size_t>(std::min<uint64_t>(cap, kInitialObjectBuffer)));
   if (header.ok()) {
-    buf = std::move(header).value();
-    cap += buf.size();
+    buf.insert(buf.end(), header->begin(), header->end());
+    cap += header->size();
   }
   BoundedBufferStream stream(&buf, cap);
   T_ASC_PresentationContextID data_pid = pid;

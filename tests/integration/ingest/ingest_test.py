@@ -308,6 +308,17 @@ class RefusalTest(DaemonCase):
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
         self.assertEqual(self.ctl_json("status")["counts"]["instances"], 1)
         self.stop()
+        # Every refusal is in the audit trail (read offline from the catalog).
+        rows = subprocess.run(
+            ["sqlite3", "-readonly", self.dev.dir + "/storage/catalog.db",
+             "SELECT action, outcome, actor FROM audit WHERE action IN "
+             "('login_failure', 'dicom_associate') ORDER BY seq"],
+            capture_output=True, text=True, check=True).stdout.splitlines()
+        actions = [r.split("|")[0] for r in rows]
+        self.assertEqual(actions.count("login_failure"), 4, rows)  # none/untrusted/expired/revoked
+        self.assertEqual(actions.count("dicom_associate"), 5, rows)
+        self.assertTrue(all(r.split("|")[1] == "denied" for r in rows), rows)
+        self.assertTrue(any("dicom:CT01 CN=clinician" in r for r in rows), rows)
 
 
 class ConflictTest(DaemonCase):
