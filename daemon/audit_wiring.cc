@@ -69,8 +69,11 @@ Result<std::string> CertificateDocument(const audit::AuditRecord& r) {
 
 }  // namespace
 
-void RegisterAuditCommands(admin::AdminServer& admin, services::StorageStack& stack,
-                           const config::Config& cfg, Env& env) {
+std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(admin::AdminServer& admin,
+                                                                    services::StorageStack& stack,
+                                                                    const config::Config& cfg,
+                                                                    Env& env) {
+  const config::RetentionConfig retention = cfg.retention;
   const Path cert_file = cfg.tls.certificate;
   const Path key_file = cfg.tls.private_key;
   const uint32_t retention_years = cfg.audit.retention_years;
@@ -185,6 +188,47 @@ void RegisterAuditCommands(admin::AdminServer& admin, services::StorageStack& st
                      return json{{"study_pk", pk}, {"legal_hold", hold}};
                    });
   }
+
+  admin.Register(
+      "retention plan", admin::kReadOnly,
+      [&stack, &env, retention](const json& args, const admin::PeerCred&) -> Result<json> {
+        PHI_ASSIGN_OR_RETURN(int64_t limit, Int(args, "limit", 1000));
+        if (limit < 1 || limit > 100000) return Status::InvalidArgument("--limit 1..100000");
+        PHI_ASSIGN_OR_RETURN(services::RetentionPlan plan,
+                             services::PlanRetention(stack.catalog(), stack.keys(), retention,
+                                                     env.Now(), static_cast<size_t>(limit)));
+        json due = json::array();
+        for (const auto& d : plan.due) {
+          due.push_back({{"study_pk", d.study_pk},
+                         {"study_instance_uid", d.study_instance_uid},
+                         {"year", d.study_year ? json(*d.study_year) : json(nullptr)},
+                         {"modalities", d.modalities},
+                         {"keep_years", d.keep_years}});
+        }
+        return json{
+            {"enabled", retention.enabled},
+            {"basis",
+             retention.basis == config::RetentionBasis::kStudyDate ? "study_date" : "last_access"},
+            {"count", plan.due.size()},
+            {"truncated", plan.truncated},
+            {"due", std::move(due)}};
+      });
+  admin.Register("retention run", admin::kDestructive,
+                 [&stack, &env, retention](const json&, const admin::PeerCred&) -> Result<json> {
+                   PHI_ASSIGN_OR_RETURN(
+                       services::RetentionRunReport r,
+                       services::RunRetention(stack.catalog(), stack.keys(), stack.erasure(),
+                                              retention, env.Now()));
+                   return json{{"erased", r.erased},
+                               {"failed", r.failed},
+                               {"batches", r.batches},
+                               {"audit_seqs", r.audit_seqs}};
+                 });
+
+  auto scheduler = std::make_unique<services::RetentionScheduler>(stack.catalog(), stack.keys(),
+                                                                  stack.erasure(), retention, env);
+  scheduler->Start();
+  return scheduler;
 }
 
 }  // namespace phi::daemon

@@ -8,20 +8,28 @@
 //                                 with the server's TLS key
 //   hold --study UID [--reason T] / release --study UID [--reason T]
 //                                 legal hold on / off (blocks every erasure)
+//   retention plan [--limit N]    read-only dry run: the studies due for erasure now
+//                                 (study_pk, StudyInstanceUID, year, modalities, keep)
+//   retention run                 destructive: erase what is due now (as the scheduler)
+// Returns the retention scheduler (started when retention.enabled): keep it
+// alive while the stack is, destroy it before.
 // Every command is itself audited by what it changes (prune, hold) or is
 // read-only. No output carries PHI: audit records never do, certificates hold
 // internal ids and counts.
 // Thread-safety: handlers are thread-safe (the catalog, vault and files are).
 #pragma once
 
+#include <memory>
+
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
+#include "libphi/services/retention.h"
 #include "libphi/services/storage_stack.h"
 #include "libphi/util/env.h"
 
 namespace phi::daemon {
 
-void RegisterAuditCommands(admin::AdminServer& admin, services::StorageStack& stack,
-                           const config::Config& cfg, Env& env);
+[[nodiscard]] std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(
+    admin::AdminServer& admin, services::StorageStack& stack, const config::Config& cfg, Env& env);
 
 }  // namespace phi::daemon

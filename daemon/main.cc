@@ -476,8 +476,8 @@ int Run(const Options& opts, sigset_t sigs) {
                            return StatusJson(state, env);
                          });
   RegisterStorageCommands(*admin_server, *stack);
+  auto retention_scheduler = RegisterAuditCommands(*admin_server, *stack, cfg, env);
   RegisterIngestCommands(*admin_server, *stack);
-  RegisterAuditCommands(*admin_server, *stack, cfg, env);
 
   auto stop_all = [&](MonotonicTime deadline) {
     for (auto& s : servers) s->StopAccepting();

@@ -391,6 +391,7 @@ class Loader {
   void ReadLogging(MapView& top);
   void ReadLifecycle(MapView& top);
   void ReadAudit(MapView& top);
+  void ReadRetention(MapView& top);
 
   // Opens a sub-section; nullopt when absent (defaults stay).
   std::optional<MapView> Section(MapView& parent, std::string_view k) {
@@ -727,6 +728,59 @@ void Loader::ReadAudit(MapView& top) {
   m->Finish();
 }
 
+const EnumTable<RetentionBasis> kRetentionBases = {{"study_date", RetentionBasis::kStudyDate},
+                                                   {"last_access", RetentionBasis::kLastAccess}};
+
+void Loader::ReadRetention(MapView& top) {
+  auto m = Section(top, "retention");
+  if (!m) return;
+  auto& r = config_.retention;
+  ReadBool(*m, "enabled", &r.enabled);
+  ReadUint(*m, "keep_years", 0, 200, &r.keep_years);
+  ReadEnum(*m, "basis", kRetentionBases, &r.basis);
+  std::string at;
+  if (ReadString(*m, "run_at", &at, false)) {
+    bool ok = at.size() == 5 && at[2] == ':' && std::isdigit(static_cast<unsigned char>(at[0])) &&
+              std::isdigit(static_cast<unsigned char>(at[1])) &&
+              std::isdigit(static_cast<unsigned char>(at[3])) &&
+              std::isdigit(static_cast<unsigned char>(at[4]));
+    int h = ok ? (at[0] - '0') * 10 + (at[1] - '0') : 0;
+    int mi = ok ? (at[3] - '0') * 10 + (at[4] - '0') : 0;
+    if (ok && h < 24 && mi < 60) {
+      r.run_at_minute = static_cast<uint32_t>(h * 60 + mi);
+    } else {
+      Error(Line(m->Dotted("run_at")), m->Dotted("run_at"), "expected HH:MM (UTC), e.g. \"02:30\"");
+    }
+  }
+  ReadUint(*m, "batch_size", 1, 10000, &r.batch_size);
+  ReadUint(*m, "max_per_run", 1, 1000000, &r.max_per_run);
+  if (auto* e = m->Get("rules")) {
+    std::string key = m->Dotted("rules");
+    Note(key, e->line);
+    r.rules.clear();
+    ForEach(*e, key, [&](const YAML::Node& item, const std::string& ikey, int line) {
+      Note(ikey, line);
+      MapView rm(*this, item, ikey, line);
+      if (!rm.ok()) return;
+      RetentionRule rule;
+      if (!ReadString(rm, "modality", &rule.modality, false)) {
+        if (Line(rm.Dotted("modality")) == 0) Error(line, rm.Dotted("modality"), "required");
+      } else if (rule.modality.size() > 16 ||
+                 !std::all_of(rule.modality.begin(), rule.modality.end(), [](char c) {
+                   return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ' ';
+                 })) {
+        Error(Line(rm.Dotted("modality")), rm.Dotted("modality"),
+              "a DICOM modality code (CS: upper case, digits, _), e.g. MG");
+      }
+      ReadUint(rm, "keep_years", 0, 200, &rule.keep_years);
+      if (Line(rm.Dotted("keep_years")) == 0) Error(line, rm.Dotted("keep_years"), "required");
+      rm.Finish();
+      r.rules.push_back(std::move(rule));
+    });
+  }
+  m->Finish();
+}
+
 bool Loader::CheckReadableFile(const Path& p, int line, const std::string& key, struct stat* st) {
   if (::stat(p.c_str(), st) != 0) {
     int err = errno;
@@ -985,6 +1039,7 @@ void Loader::Run(const std::string& text) {
   ReadLogging(top);
   ReadLifecycle(top);
   ReadAudit(top);
+  ReadRetention(top);
   top.Finish();
   CheckAll();
 }

@@ -167,6 +167,30 @@ struct AuditConfig {
   bool operator==(const AuditConfig&) const = default;
 };
 
+// Study retention (services/retention.h): studies are erased N years after
+// their StudyDate (or their last access), per modality if configured, by a
+// scheduler at a time of day, in bounded batches. Legal hold always wins.
+enum class RetentionBasis { kStudyDate, kLastAccess };
+
+struct RetentionRule {
+  std::string modality;     // a series of the study has this modality (e.g. "MG")
+  uint32_t keep_years = 0;  // 0 = keep forever
+
+  bool operator==(const RetentionRule&) const = default;
+};
+
+struct RetentionConfig {
+  bool enabled = false;     // the scheduler erases due studies only when true
+  uint32_t keep_years = 0;  // default for every study; 0 = keep forever
+  RetentionBasis basis = RetentionBasis::kStudyDate;
+  std::vector<RetentionRule> rules;  // matching rules: the longest keep wins; none: keep_years
+  uint32_t run_at_minute = 150;      // minutes after 00:00 UTC ("02:30")
+  uint32_t batch_size = 100;         // studies erased per batch
+  uint32_t max_per_run = 10000;      // studies erased per daily run at most
+
+  bool operator==(const RetentionConfig&) const = default;
+};
+
 struct Config {
   Path source;  // the file this was loaded from
   StorageConfig storage;
@@ -179,6 +203,7 @@ struct Config {
   LoggingConfig logging;
   LifecycleConfig lifecycle;
   AuditConfig audit;
+  RetentionConfig retention;
 
   bool operator==(const Config&) const = default;
 };

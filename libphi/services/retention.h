@@ -6,18 +6,31 @@
 //    and leaves a signed anchor (audit::EncodeAnchor) so the rest still
 //    verifies. It refuses on a chain that does not verify (pruning must not
 //    launder a tamper).
+//  - Study retention: PlanRetention lists the studies due for erasure under a
+//    RetentionConfig (N years after the StudyDate, decrypted, or after the
+//    last access; per-modality rules); RunRetention erases them through the
+//    ErasureService in bounded batches; RetentionScheduler runs it once a day
+//    at a configured UTC time, on the injected clock (Env::Now).
 //  - Legal hold: SetLegalHold flags a study so that no erasure (admin,
 //    DICOMweb, retention) touches it; every change is audited.
 //
 // Thread-safety: free functions over thread-safe services; callable from any thread.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "libphi/audit/audit_log.h"
+#include "libphi/config/config.h"
 #include "libphi/index/catalog.h"
+#include "libphi/services/erasure_service.h"
+#include "libphi/services/study_keys.h"
 #include "libphi/util/env.h"
 #include "libphi/vault/key_vault.h"
 
@@ -48,5 +61,72 @@ Result<AuditPruneReport> PruneAudit(index::Catalog& catalog, const audit::MacFn&
 Result<int64_t> SetLegalHold(vault::KeyVault& vault, index::Catalog& catalog,
                              const std::string& study_instance_uid, bool hold,
                              const std::string& actor, const std::string& reason);
+
+// The keep (years, 0 = forever) that applies to a study with these series
+// modalities ("CT,MR"): the longest keep among the rules whose modality it
+// has, or the default when no rule matches.
+uint32_t KeepYearsFor(const config::RetentionConfig& cfg, std::string_view modalities);
+
+// One study due for erasure. No PHI: the StudyInstanceUID (a UID), the year
+// only, and the modalities.
+struct DueStudy {
+  int64_t study_pk = 0;
+  std::string study_instance_uid;
+  std::optional<int32_t> study_year;
+  std::string modalities;
+  uint32_t keep_years = 0;
+};
+
+struct RetentionPlan {
+  std::vector<DueStudy> due;  // ascending study_pk
+  bool truncated = false;     // more were due than `limit`
+};
+
+// Studies due at `now` (legal holds excluded), at most `limit`. Reads only.
+Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
+                                    const config::RetentionConfig& cfg, SystemTime now,
+                                    size_t limit);
+
+struct RetentionRunReport {
+  int64_t erased = 0;
+  int64_t failed = 0;  // erasures that failed (logged; retried at the next run)
+  int64_t batches = 0;
+  std::vector<int64_t> audit_seqs;  // erasure certificates' seqs
+};
+
+// Erases what is due, batch_size studies per plan, at most max_per_run.
+Result<RetentionRunReport> RunRetention(index::Catalog& catalog, StudyKeys& keys,
+                                        ErasureService& erasure, const config::RetentionConfig& cfg,
+                                        SystemTime now);
+
+// Runs RunRetention once a day at cfg.run_at_minute (UTC) when cfg.enabled.
+// Tick(now) does the check and the run (tests call it with a manual clock);
+// Start() runs a thread calling Tick(env.Now()) every `period`.
+class RetentionScheduler {
+ public:
+  RetentionScheduler(index::Catalog& catalog, StudyKeys& keys, ErasureService& erasure,
+                     config::RetentionConfig cfg, Env& env)
+      : catalog_(catalog), keys_(keys), erasure_(erasure), cfg_(std::move(cfg)), env_(env) {}
+  ~RetentionScheduler() { Stop(); }
+  RetentionScheduler(const RetentionScheduler&) = delete;
+  RetentionScheduler& operator=(const RetentionScheduler&) = delete;
+
+  // The report when a run happened at this tick, nullopt otherwise.
+  std::optional<RetentionRunReport> Tick(SystemTime now);
+  void Start(std::chrono::milliseconds period = std::chrono::seconds(30));
+  void Stop();
+
+ private:
+  index::Catalog& catalog_;
+  StudyKeys& keys_;
+  ErasureService& erasure_;
+  const config::RetentionConfig cfg_;
+  Env& env_;
+  std::mutex mu_;
+  int64_t last_run_day_ = -1;  // GUARDED_BY(mu_): days since the epoch of the last run
+  std::condition_variable cv_;
+  bool stop_ = false;  // GUARDED_BY(mu_)
+  std::thread thread_;
+};
 
 }  // namespace phi::services
