@@ -75,8 +75,8 @@ B=tests/bench/web_bench.py
 MP='multipart/related; type="application/dicom"'
 echo
 echo "== phigated (HTTPS, mTLS) vs Orthanc $(Orthanc --version 2>/dev/null | head -1 | awk '{print $NF}') + DICOMweb (plain HTTP) =="
-python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n 320 --label "phigated QIDO PatientName=SMI* ($N studies)"
-python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientID=$pid" -c 16 -n 640 --label "phigated QIDO PatientID=<one> ($N studies)"
+python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n 64 --label "phigated QIDO PatientName=SMI* ($N studies)"
+python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientID=$pid" -c 16 -n 320 --label "phigated QIDO PatientID=<one> ($N studies)"
 python3 $B --base "$OB" --path "/studies?PatientName=SMI*" -c 16 -n 320 --label "orthanc  QIDO PatientName=SMI* (1 study)"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study/series/$ct_series/instances" -c 1 -n 10 --label "phigated $SLICES-instance list"
 python3 $B --base "$OB" --path "/studies/$ct_study/series/$ct_series/instances" -c 1 -n 10 --label "orthanc  $SLICES-instance list"
