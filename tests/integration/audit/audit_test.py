@@ -31,14 +31,14 @@ STUDY = "1.2.826.0.1.3680043.8.498.7001"
 STUDY2 = "1.2.826.0.1.3680043.8.498.7002"
 
 
-def make_instance(tmp, study, n):
+def make_instance(tmp, study, n, date="20240315", modality="CT"):
     sop = "%s.1.%d" % (study, n)
     dump = "\n".join([
         "(0008,0016) UI =CTImageStorage",
         "(0008,0018) UI [%s]" % sop,
-        "(0008,0020) DA [20240315]",
+        "(0008,0020) DA [%s]" % date,
         "(0008,0050) SH [ACC%d]" % n,
-        "(0008,0060) CS [CT]",
+        "(0008,0060) CS [%s]" % modality,
         "(0010,0010) PN [AUDIT^PATIENT]",
         "(0010,0020) LO [PID-AUDIT-1]",
         "(0020,000d) UI [%s]" % study,
@@ -64,7 +64,11 @@ def make_instance(tmp, study, n):
 
 class AuditTest(unittest.TestCase):
     def setUp(self):
-        self.dev = h.DevDir(ARGS.phigated, ARGS.dev_pki, prefix="phigated-audit.")
+        # Retention configured (studies kept 5 years after their StudyDate) but
+        # the daily scheduler off: the tests drive `retention plan` / `run`.
+        self.dev = h.DevDir(ARGS.phigated, ARGS.dev_pki, prefix="phigated-audit.",
+                            transform=lambda y: y + "\nretention:\n  enabled: false\n"
+                            "  keep_years: 5\n  rules:\n    - modality: MG\n      keep_years: 0\n")
         self.d = None
         self.start()
 
@@ -89,8 +93,8 @@ class AuditTest(unittest.TestCase):
         self.assertEqual(r.returncode, 0, r.stderr + r.stdout)
         return json.loads(r.stdout)
 
-    def store(self, study, count=2):
-        files = [make_instance(self.dev.dir, study, i + 1) for i in range(count)]
+    def store(self, study, count=2, date="20240315", modality="CT"):
+        files = [make_instance(self.dev.dir, study, i + 1, date, modality) for i in range(count)]
         r = subprocess.run(["storescu", "-aet", "AUDITSCU", "-aec", "PHIGATE", "127.0.0.1",
                             str(self.dev.ports[11112])] + files, capture_output=True, text=True,
                            timeout=60)
@@ -206,6 +210,31 @@ class AuditTest(unittest.TestCase):
         recs = [json.loads(x) for x in self.ctl("audit", "export").stdout.splitlines()]
         holds = [x for x in recs if x["action"] == "legal_hold"]
         self.assertEqual([x["detail"] for x in holds], ["hold: litigation 42", "release"])
+
+    # -- retention --------------------------------------------------------------
+
+    def test_retention_plan_then_run(self):
+        old, held, mg, recent = (STUDY + ".1", STUDY + ".2", STUDY + ".3", STUDY + ".4")
+        self.store(old, 1, date="20100101")
+        self.store(held, 1, date="20100101")
+        self.store(mg, 1, date="20100101", modality="MG")  # MG kept forever
+        self.store(recent, 1, date="20250101")
+        self.ctl_json("hold", "--study", held)
+        plan = self.ctl_json("retention", "plan")
+        self.assertEqual(plan["basis"], "study_date")
+        self.assertEqual([d["study_instance_uid"] for d in plan["due"]], [old])
+        self.assertEqual(plan["due"][0]["year"], 2010)
+        self.assertEqual(plan["due"][0]["keep_years"], 5)
+        # The dry run changed nothing.
+        self.assertEqual(self.ctl_json("retention", "plan")["count"], 1)
+        run = self.ctl_json("retention", "run")
+        self.assertEqual((run["erased"], run["failed"]), (1, 0))
+        self.assertEqual(self.ctl_json("retention", "plan")["count"], 0)
+        # Erased through the same service as an admin erasure: a certificate.
+        r = self.ctl("erasure-certificate", str(run["audit_seqs"][0]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"actor":"system:retention"', r.stdout)
+        self.assertIn("-----BEGIN CMS-----", r.stdout)
 
     # -- pruning --------------------------------------------------------------
 
