@@ -9,6 +9,7 @@
 #include "libphi/audit/audit_atna.h"
 #include "libphi/audit/audit_export.h"
 #include "libphi/audit/cms_signer.h"
+#include "libphi/services/integrity.h"
 #include "libphi/services/retention.h"
 #include "libphi/util/log.h"
 
@@ -223,6 +224,30 @@ std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(admin::Admin
                                {"failed", r.failed},
                                {"batches", r.batches},
                                {"audit_seqs", r.audit_seqs}};
+                 });
+
+  admin.Register("verify", admin::kReadOnly,
+                 [&stack](const json& args, const admin::PeerCred&) -> Result<json> {
+                   PHI_ASSIGN_OR_RETURN(std::string uid, Str(args, "study", false));
+                   std::optional<std::string> one;
+                   if (!uid.empty()) one = uid;
+                   PHI_ASSIGN_OR_RETURN(
+                       services::IntegrityReport r,
+                       services::VerifyStorage(stack.vault(), stack.catalog(), stack.objects(),
+                                               stack.keys(), one, nullptr));
+                   json problems = json::array();
+                   for (const auto& p : r.problems) {
+                     problems.push_back({{"kind", p.kind},
+                                         {"study_pk", p.study_pk},
+                                         {"object", p.object},
+                                         {"detail", p.detail}});
+                   }
+                   return json{{"ok", r.ok()},
+                               {"studies", r.studies},
+                               {"instances", r.instances},
+                               {"bytes", r.bytes},
+                               {"problem_count", r.problem_count},
+                               {"problems", std::move(problems)}};
                  });
 
   auto scheduler = std::make_unique<services::RetentionScheduler>(stack.catalog(), stack.keys(),

@@ -10,6 +10,8 @@
 //                                 legal hold on / off (blocks every erasure)
 //   retention plan [--limit N]    read-only dry run: the studies due for erasure now
 //                                 (study_pk, StudyInstanceUID, year, modalities, keep)
+//   verify [--study UID]          read-only: decrypt every object (GCM tags) and check
+//                                 the catalog against it; problems listed, nothing changed
 //   retention run                 destructive: erase what is due now (as the scheduler)
 // Returns the retention scheduler (started when retention.enabled): keep it
 // alive while the stack is, destroy it before.

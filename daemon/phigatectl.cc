@@ -401,6 +401,17 @@ int main(int argc, char** argv) {
                   result.value("reason", std::string("?")).c_str(),
                   static_cast<long long>(result.value("last_seq", int64_t{0})));
     }
+  } else if (command == "verify" && result.is_object()) {
+    std::printf("%s: %lld studies, %lld instances, %s authenticated, %lld problems\n",
+                result.value("ok", false) ? "storage OK" : "storage PROBLEMS",
+                static_cast<long long>(result.value("studies", int64_t{0})),
+                static_cast<long long>(result.value("instances", int64_t{0})),
+                Human(result.value("bytes", uint64_t{0})).c_str(),
+                static_cast<long long>(result.value("problem_count", int64_t{0})));
+    for (const auto& p : result.value("problems", json::array())) {
+      std::printf("  %s %s (study_pk %s): %s\n", Str(p, "kind").c_str(), Str(p, "object").c_str(),
+                  Str(p, "study_pk").c_str(), Str(p, "detail").c_str());
+    }
   } else if (command == "erasure-certificate" && result.is_object()) {
     std::printf("%s\n%s", result.value("certificate", std::string()).c_str(),
                 result.value("signature", std::string()).c_str());
@@ -417,7 +428,8 @@ int main(int argc, char** argv) {
   } else {
     std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
   }
-  if (command == "audit verify" && result.is_object() && !result.value("ok", false)) {
+  if ((command == "audit verify" || command == "verify") && result.is_object() &&
+      !result.value("ok", false)) {
     return kProblemsFound;
   }
   return kOk;

@@ -236,6 +236,27 @@ class AuditTest(unittest.TestCase):
         self.assertIn('"actor":"system:retention"', r.stdout)
         self.assertIn("-----BEGIN CMS-----", r.stdout)
 
+    # -- integrity ------------------------------------------------------------
+
+    def test_verify_reads_every_object(self):
+        self.store(STUDY, 3)
+        r = self.ctl("verify")
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertRegex(r.stdout, r"^storage OK: 1 studies, 3 instances, .* 0 problems")
+        # An object file damaged on disk: found, reported, exit status 5.
+        objs = []
+        for root, _, files in os.walk(os.path.join(self.dev.dir, "storage", "objects")):
+            objs += [os.path.join(root, f) for f in files if f.endswith(".phg")]
+        self.assertEqual(len(objs), 3)
+        with open(objs[0], "r+b") as f:
+            f.seek(os.path.getsize(objs[0]) // 2)
+            b = f.read(1)
+            f.seek(-1, 1)
+            f.write(bytes([b[0] ^ 1]))
+        r = self.ctl("verify", "--study", STUDY)
+        self.assertEqual(r.returncode, 5, r.stdout + r.stderr)
+        self.assertIn("object_unreadable", r.stdout)
+
     # -- pruning --------------------------------------------------------------
 
     def test_prune_keeps_everything_younger_than_retention(self):

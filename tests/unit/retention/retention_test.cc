@@ -6,8 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
+#include <map>
+
 #include "libphi/config/config.h"
 #include "libphi/config/dev_config.h"
+#include "libphi/services/integrity.h"
 #include "tests/unit/services/services_fixture.h"
 
 namespace phi::services::testing {
@@ -228,6 +233,63 @@ TEST_F(RetentionTest, SchedulerRunsOnceADayAtItsTimeOnAManualClock) {
   RetentionScheduler off(*catalog_, *keys_, *erasure_, c, env_);
   EXPECT_FALSE(off.Tick(At(2026, 1, 3, 3, 0)).has_value());
   EXPECT_TRUE(query_->GetStudy("1.2.3.503").ok());
+}
+
+// ---- integrity (phigatectl verify) ----
+
+TEST_F(RetentionTest, VerifyFindsCorruptMissingAndOrphanObjectsAndChangesNothing) {
+  StoreStudy("1.2.3.601", "20240101", "CT", 3);
+  StoreStudy("1.2.3.602", "20240101", "MR", 2);
+  auto clean = VerifyStorage(*vault_, *catalog_, *objects_, *keys_, std::nullopt, nullptr);
+  ASSERT_TRUE(clean.ok()) << clean.status().ToString();
+  EXPECT_TRUE(clean->ok());
+  EXPECT_EQ(clean->studies, 2);
+  EXPECT_EQ(clean->instances, 5);
+  EXPECT_EQ(clean->bytes, 5 * 4096);
+
+  // One object flipped, one deleted, one stray file.
+  std::vector<std::filesystem::path> files;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(storage_.path() / "objects")) {
+    if (e.is_regular_file() && e.path().extension() == ".phg") files.push_back(e.path());
+  }
+  ASSERT_EQ(files.size(), 5u);
+  std::sort(files.begin(), files.end());
+  std::string bytes = phi::testing::ReadFile(files[0]);
+  bytes[bytes.size() / 2] ^= 0x01;
+  phi::testing::WriteFile(files[0], bytes);
+  std::filesystem::remove(files[1]);
+  const std::string stray = phi::testing::ReadFile(files[2]);
+  // Same directory, same id length: only the last id character differs.
+  std::string name = files[2].stem().string();
+  name.back() = name.back() == '0' ? '1' : '0';
+  std::filesystem::path orphan = files[2].parent_path() / (name + ".phg");
+  ASSERT_FALSE(std::filesystem::exists(orphan));
+  phi::testing::WriteFile(orphan, stray);
+
+  auto bad = VerifyStorage(*vault_, *catalog_, *objects_, *keys_, std::nullopt, nullptr);
+  ASSERT_TRUE(bad.ok()) << bad.status().ToString();
+  EXPECT_FALSE(bad->ok());
+  std::map<std::string, int> kinds;
+  for (const auto& p : bad->problems) ++kinds[p.kind];
+  EXPECT_EQ(kinds["object_unreadable"], 2);  // the flipped one and the missing one
+  EXPECT_EQ(kinds["orphan_object"], 1);
+  EXPECT_EQ(bad->problem_count, 3);
+  // Nothing was repaired or removed.
+  EXPECT_TRUE(std::filesystem::exists(orphan));
+  EXPECT_FALSE(std::filesystem::exists(files[1]));
+  EXPECT_EQ(phi::testing::ReadFile(files[0]), bytes);
+
+  // One study only: no orphan scan, only its own objects.
+  int64_t progress = 0;
+  auto one = VerifyStorage(*vault_, *catalog_, *objects_, *keys_, std::string("1.2.3.602"),
+                           [&](int64_t n) { progress = n; });
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ(one->instances, 2);
+  EXPECT_EQ(progress, 2);
+  EXPECT_EQ(VerifyStorage(*vault_, *catalog_, *objects_, *keys_, std::string("9.9"), nullptr)
+                .status()
+                .code(),
+            Code::kNotFound);
 }
 
 TEST(RetentionConfigTest, LoadsAndValidatesTheSection) {
