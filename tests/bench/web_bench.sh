@@ -82,7 +82,14 @@ python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study/series/$ct_series
 python3 $B --base "$OB" --path "/studies/$ct_study/series/$ct_series/instances" -c 1 -n 10 --label "orthanc  $SLICES-instance list"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study/metadata" -c 1 -n 5 --label "phigated study metadata"
 python3 $B --base "$OB" --path "/studies/$ct_study/metadata" -c 1 -n 5 --label "orthanc  study metadata"
-python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study" --accept "$MP" -c 1 -n 3 --throughput --label "phigated WADO-RS whole study (HTTPS)" &
+# Bulk throughput with curl (C client; Python's ssl reads would be the bottleneck).
+wado() {  # wado LABEL URL [curl args...]: 3 retrievals, MB/s of the total
+  local label=$1 url=$2; shift 2
+  local out
+  out=$(for _ in 1 2 3; do curl -s -o /dev/null -H "Accept: $MP" -w '%{size_download} %{time_total}\n' "$@" "$url"; done)
+  echo "$out" | awk -v l="$label" '{b+=$1; t+=$2} END {printf "%-48s %8.1f MB/s  (3 x %.1f MB, curl)\n", l, b/t/1e6, b/3/1e6}'
+}
+python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study" --accept "$MP" -c 1 -n 3 --throughput --label "phigated WADO-RS whole study (HTTPS, python)" &
 BP=$!
 peak=0
 while kill -0 $BP 2>/dev/null; do
@@ -91,4 +98,7 @@ while kill -0 $BP 2>/dev/null; do
 done
 wait $BP
 echo "phigated peak RSS while streaming: $((peak / 1024)) MiB"
-python3 $B --base "$OB" --path "/studies/$ct_study" --accept "$MP" -c 1 -n 3 --throughput --label "orthanc  WADO-RS whole study (plain HTTP)"
+python3 $B --base "$OB" --path "/studies/$ct_study" --accept "$MP" -c 1 -n 3 --throughput --label "orthanc  WADO-RS whole study (plain HTTP, python)"
+wado "phigated WADO-RS whole study (HTTPS)" "$PB/studies/$ct_study" --cacert "$W/pki/ca.pem" \
+  --cert "$W/pki/clinician.pem" --key "$W/pki/clinician.key"
+wado "orthanc  WADO-RS whole study (plain HTTP)" "$OB/studies/$ct_study"
