@@ -458,6 +458,27 @@ void DicomServer::Impl::Serve(Job job) {
     return;
   }
 
+  // Wait here, not inside DCMTK, for the peer's first bytes (the TLS
+  // ClientHello or the A-ASSOCIATE-RQ), bounded by the ACSE timeout: a silent
+  // peer then costs one worker sleeping in poll(), and DCMTK's blocking
+  // handshake starts only once the peer has spoken.
+  {
+    pollfd pf{job.fd, POLLIN, 0};
+    int rc;
+    do {
+      rc = poll(&pf, 1, static_cast<int>(s.cfg.acse_timeout_seconds) * 1000);
+    } while (rc < 0 && errno == EINTR);
+    if (rc <= 0 || (pf.revents & (POLLERR | POLLNVAL)) != 0) {
+      PHI_LOG(kInfo, "dicom connection closed before association",
+              {{"peer", log::Safe(job.peer)},
+               {"listener", log::Safe(listener)},
+               {"reason", log::Safe(rc == 0 ? "silent until the ACSE timeout" : "socket error")}});
+      unregister();
+      close(job.fd);
+      return;
+    }
+  }
+
   // Hand the socket to DCMTK (header comment): the lock is released in
   // HandoffLayer::createConnection, before any peer I/O.
   g_handoff_mu.lock();
