@@ -17,8 +17,8 @@
 #include <array>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -77,8 +77,8 @@ double RawRun(const fs::path& root, int threads, int objects, const std::string&
         fs::create_directories(dir);
         fs::path tmp = root / "tmp" / name;
         int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
-        if (fd < 0 || ::write(fd, payload.data(), payload.size()) !=
-                          static_cast<ssize_t>(payload.size()) ||
+        if (fd < 0 ||
+            ::write(fd, payload.data(), payload.size()) != static_cast<ssize_t>(payload.size()) ||
             ::fdatasync(fd) != 0) {
           std::perror("raw write");
           std::exit(1);
@@ -124,8 +124,8 @@ double PhigateRun(const fs::path& root, const fs::path& kek, int threads, int ob
         a.patient_id = "BENCH-" + std::to_string(t);
         a.study_date = "20261125";
         a.modality = "CT";
-        auto r = (*stack)->ingest().Store(
-            {"bench", "", ""}, a, std::as_bytes(std::span(payload.data(), payload.size())));
+        auto r = (*stack)->ingest().Store({"bench", "", ""}, a,
+                                          std::as_bytes(std::span(payload.data(), payload.size())));
         if (!r.ok()) Die("store", r.status());
       }
     });

@@ -53,7 +53,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto parts = phi::web::ParseMultipart(body, boundary, 64);
   if (parts.ok()) {
     for (auto& p : *parts) {
-      if (p.body.data() < body.data() || p.body.data() + p.body.size() > body.data() + body.size()) {
+      if (p.body.data() < body.data() ||
+          p.body.data() + p.body.size() > body.data() + body.size()) {
         __builtin_trap();  // a part must be a view inside the body
       }
       (void)phi::web::ParseMediaType(p.Header("content-type"));

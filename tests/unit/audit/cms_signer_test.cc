@@ -20,7 +20,8 @@ class CmsTest : public ::testing::Test {
         "cd " + d +
         " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key "
         "-out ca.pem -subj /CN=test-ca -days 2 2>/dev/null"
-        " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr "
+        " && openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key "
+        "-out server.csr "
         "-subj /CN=server 2>/dev/null"
         " && openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial "
         "-out server.pem -days 2 2>/dev/null"

@@ -212,7 +212,8 @@ Message RandomMessage(std::mt19937& rng) {
   msh.name = "MSH";
   msh.fields.push_back({{{std::string(1, m.delims.field)}}});
   msh.fields.push_back({{{m.delims.EncodingChars()}}});
-  for (int f = 3; f <= 18; ++f) msh.fields.push_back({{{f == 18 ? (latin1 ? "8859/1" : "") : "x"}}});
+  for (int f = 3; f <= 18; ++f)
+    msh.fields.push_back({{{f == 18 ? (latin1 ? "8859/1" : "") : "x"}}});
   m.segments.push_back(msh);
   int nseg = std::uniform_int_distribution<int>(1, 6)(rng);
   for (int s = 0; s < nseg; ++s) {
