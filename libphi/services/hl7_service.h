@@ -135,7 +135,7 @@ class Hl7Service {
   vault::KeyVault& vault_;
   index::Catalog& catalog_;
   StudyKeys& keys_;
-  Env& env_;
+  [[maybe_unused]] Env& env_;  // injected (STYLE.md); not read yet
 #define PHI_HL7_STAT_ATOMIC(n) std::atomic<uint64_t> n##_{0};
   PHI_HL7_SERVICE_STATS(PHI_HL7_STAT_ATOMIC)
 #undef PHI_HL7_STAT_ATOMIC

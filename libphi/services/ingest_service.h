@@ -65,7 +65,7 @@ class IngestService final : public Ingest {
   objects::ObjectStore& objects_;
   StudyKeys& keys_;
   const config::DuplicatePolicy duplicates_;
-  Env& env_;
+  [[maybe_unused]] Env& env_;  // injected (STYLE.md); the store path reads no clock yet
 
 #define PHI_INGEST_STAT_ATOMIC(n) std::atomic<uint64_t> n##_{0};
   PHI_INGEST_STATS(PHI_INGEST_STAT_ATOMIC)
