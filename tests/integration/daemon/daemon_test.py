@@ -25,38 +25,13 @@ ARGS = None
 READY_TIMEOUT = 30
 
 
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from phigated_harness import Notify as _HarnessNotify  # noqa: E402
+from phigated_harness import free_port  # noqa: E402,F401
 
 
-class Notify:
-    """A NOTIFY_SOCKET receiver (unix datagram), like systemd's."""
-
-    def __init__(self, path):
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
-        self.messages = []
-
-    def wait_for(self, key, timeout=READY_TIMEOUT, proc=None):
-        """Waits for a message containing line `key` (e.g. "READY=1"); returns that message."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for i, m in enumerate(self.messages):
-                if key in m.split("\n"):
-                    del self.messages[: i + 1]
-                    return m
-            if proc is not None and proc.poll() is not None:
-                raise AssertionError("phigated exited (%s) before %s" % (proc.returncode, key))
-            self.sock.settimeout(0.2)
-            try:
-                data = self.sock.recv(65536)
-                self.messages.append(data.decode())
-            except socket.timeout:
-                pass
-        raise AssertionError("no %s within %ss; got %r" % (key, timeout, self.messages))
+class Notify(_HarnessNotify):
+    """The harness's NOTIFY_SOCKET receiver, plus everything received so far."""
 
     def all_text(self):
         self.sock.settimeout(0.05)
@@ -66,9 +41,6 @@ class Notify:
         except (socket.timeout, BlockingIOError):
             pass
         return "\n".join(self.messages)
-
-    def close(self):
-        self.sock.close()
 
 
 class DevDir:
