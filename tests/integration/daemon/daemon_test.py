@@ -314,6 +314,16 @@ class LifecycleTest(unittest.TestCase):
         with open(self.dev.socket) as f:
             self.assertEqual(f.read(), "not a socket")
 
+    def test_watchdog_pings(self):
+        # Under WatchdogSec=, systemd sets WATCHDOG_USEC; phigated must ping at
+        # least every half interval, from READY until it stops.
+        self.d = Daemon(self.dev, extra_env={"WATCHDOG_USEC": "400000"})
+        self.d.notify.wait_for("READY=1", proc=self.d.proc)
+        for _ in range(3):
+            self.d.notify.wait_for("WATCHDOG=1", timeout=2, proc=self.d.proc)
+        self.d.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.d.wait(), 0)
+
     def test_unwritable_storage_root(self):
         os.rmdir(self.dev.dir + "/storage")
         self.d = Daemon(self.dev)
