@@ -9,6 +9,7 @@
 #include <optional>
 #include <thread>
 
+#include "libphi/tls/drain.h"
 #include "libphi/tls/tcp_listener.h"
 #include "libphi/util/log.h"
 #include "libphi/web/url.h"
@@ -480,26 +481,9 @@ void WebServer::StopAccepting() {
 void WebServer::Drain(MonotonicTime deadline) {
   auto& im = *impl_;
   im.draining = true;
-  auto each = [&im](auto fn) {
-    std::vector<std::shared_ptr<SessionBase>> live;
-    {
-      std::lock_guard<std::mutex> g(im.mu);
-      for (auto& [id, w] : im.sessions) {
-        if (auto s = w.lock()) live.push_back(std::move(s));
-      }
-    }
-    for (auto& s : live) fn(*s);
-  };
-  each([](SessionBase& s) { s.CloseIfIdle(); });
-  while (im.open.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  if (im.open.load() > 0) {
-    each([](SessionBase& s) { s.ForceClose(); });
-    auto hard = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-    while (im.open.load() > 0 && std::chrono::steady_clock::now() < hard) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+  const uint64_t open_before = im.open.load();
+  if (!tls::DrainSessions(im.mu, im.sessions, im.open, deadline)) {
+    PHI_LOG(kWarning, "https drain deadline reached; connections closed", {{"open", open_before}});
   }
 }
 
