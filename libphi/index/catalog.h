@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <vector>
@@ -41,6 +42,12 @@ inline constexpr size_t kTokenBytes = 32;
 inline constexpr size_t kMaxBlobBytes = 1 << 20;
 // Upper bound on short text columns (key ids, UIDs, modality, object ids).
 inline constexpr size_t kMaxTextBytes = 256;
+// instances.flags bit: the row was committed while its object was still being
+// made durable (IngestService commits the catalog and publishes the object in
+// parallel). Cleared lazily once both are durable (ClearPendingLater); a row
+// still pending at start-up whose object is missing was never acknowledged and
+// is removed by recovery.
+inline constexpr int64_t kInstancePending = 1;
 
 struct StudyKeyRow {
   std::string key_id;
@@ -113,7 +120,8 @@ struct NewInstance {
   std::optional<int32_t> instance_number;
   std::string object_id;  // objects/ file id (random, never a UID)
   int64_t size_bytes = 0;
-  Blob phi;  // sealed SOPInstanceUID, ...
+  Blob phi;              // sealed SOPInstanceUID, ...
+  bool pending = false;  // insert with kInstancePending (object not durable yet)
 };
 
 struct InstanceRow {
@@ -262,6 +270,14 @@ class WriteTxn {
   // (to unlink after commit). NotFound if absent.
   virtual Result<std::string> ReplaceInstance(const NewInstance& i) = 0;
   virtual Result<InstanceRow> FindInstanceBySopToken(const Token& sop_uid_token) = 0;
+  // Clears kInstancePending on the instances with these object ids (absent
+  // ids and rows already clear are ignored).
+  virtual Status ClearPending(const std::vector<std::string>& object_ids) = 0;
+  // Deletes the instance naming object_id if it is still pending, and its
+  // series and study if that leaves them empty (a store whose object never
+  // became durable). Returns false, changing nothing, if there is no such
+  // pending row.
+  virtual Result<bool> RemovePendingInstance(const std::string& object_id) = 0;
 
   // metadata (small values: wrapped derivation secret, instance id, ...)
   virtual Status PutMeta(const std::string& key, const Blob& value) = 0;
@@ -315,6 +331,14 @@ class Catalog : public audit::AuditReader {
   // Blocks until durable (committed with synchronous=FULL). Do not call from
   // inside a closure (returns Internal).
   virtual Status Write(std::function<Status(WriteTxn&)> fn) = 0;
+  // The same, returning at once: the future yields what Write() would have
+  // returned, once the closure's group commit is durable (or failed). Lets a
+  // caller overlap the commit with other I/O (IngestService).
+  virtual std::future<Status> WriteAsync(std::function<Status(WriteTxn&)> fn) = 0;
+  // Queues ClearPending(object_id) for the next group commit (or an idle
+  // flush within about a second). Losing it in a crash is harmless: recovery
+  // clears pending rows whose object exists.
+  virtual void ClearPendingLater(std::string object_id) = 0;
   // OK, or the sticky error after which every write fails until reopened.
   virtual Status health() const = 0;
   // Folds the WAL into the main file and truncates it (erasure contract).
@@ -335,6 +359,8 @@ class Catalog : public audit::AuditReader {
   virtual Result<ObjectCounts> CountObjects() = 0;
   // Every object id referenced by an instance (start-up orphan recovery).
   virtual Result<std::vector<std::string>> ListAllObjectIds() = 0;
+  // Object ids of the instances still flagged kInstancePending (recovery).
+  virtual Result<std::vector<std::string>> ListPendingObjectIds() = 0;
   virtual Result<int64_t> StudyTotalBytes(int64_t study_pk) = 0;
 
   // HL7 (schema v3).

@@ -82,8 +82,21 @@ constexpr const char* kInsertSeries =
 constexpr const char* kStudyOfSeries = "SELECT study_pk FROM series WHERE series_pk = ?1";
 constexpr const char* kInsertInstance =
     "INSERT INTO instances(series_pk, sop_uid_token, sop_class_uid, transfer_syntax_uid,"
-    " instance_number, object_id, size_bytes, stored_at, phi)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    " instance_number, object_id, size_bytes, stored_at, phi, flags)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+constexpr const char* kClearPending =
+    "UPDATE instances SET flags = flags & ~1 WHERE object_id = ?1 AND (flags & 1) <> 0";
+constexpr const char* kPendingInstance =
+    "SELECT i.instance_pk, i.series_pk, s.study_pk FROM instances i"
+    " JOIN series s ON s.series_pk = i.series_pk"
+    " WHERE i.object_id = ?1 AND (i.flags & 1) <> 0";
+constexpr const char* kDeleteInstance = "DELETE FROM instances WHERE instance_pk = ?1";
+constexpr const char* kDeleteEmptySeries =
+    "DELETE FROM series WHERE series_pk = ?1 AND num_instances = 0";
+constexpr const char* kDeleteEmptyStudy =
+    "DELETE FROM studies WHERE study_pk = ?1 AND num_instances = 0 AND num_series = 0";
+constexpr const char* kPendingObjectIds =
+    "SELECT object_id FROM instances WHERE (flags & 1) <> 0 ORDER BY object_id";
 constexpr const char* kInstanceIdBySop =
     "SELECT instance_pk, object_id FROM instances WHERE sop_uid_token = ?1";
 constexpr const char* kReplaceInstance =
@@ -259,6 +272,7 @@ struct SqliteCatalog::Job {
   std::function<Status(WriteTxn&)> txn;  // a write transaction closure, or
   std::function<Status(Db&)> raw;        // a statement outside any transaction
   std::promise<Status> done;
+  bool owned = false;  // heap-allocated by WriteAsync: Complete() deletes it
 };
 
 class SqliteCatalog::ReaderLease {
@@ -468,6 +482,7 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(CheckInstance(i));
     PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kInsertInstance));
     PHI_RETURN_IF_ERROR(BindInstance(st, i, 1));
+    PHI_RETURN_IF_ERROR(st.BindInt(10, i.pending ? kInstancePending : 0));
     PHI_RETURN_IF_ERROR(st.Run());
     int64_t pk = sqlite3_last_insert_rowid(db_.raw());
     PHI_RETURN_IF_ERROR(MarkSeriesStudyUpdated(i.series_pk));
@@ -506,6 +521,39 @@ class SqliteWriteTxn final : public WriteTxn {
     return QueryOne<InstanceRow>(
         db_, kInstanceBySop, [&](Stmt& st) { return st.BindBlob(1, t); }, &ReadInstance,
         "instance");
+  }
+
+  Status ClearPending(const std::vector<std::string>& object_ids) override {
+    for (const std::string& id : object_ids) {
+      PHI_RETURN_IF_ERROR(CheckText(id, "object_id", true));
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kClearPending));
+      PHI_RETURN_IF_ERROR(st.BindText(1, id));
+      PHI_RETURN_IF_ERROR(st.Run());
+    }
+    return Status::Ok();
+  }
+
+  Result<bool> RemovePendingInstance(const std::string& object_id) override {
+    PHI_RETURN_IF_ERROR(CheckText(object_id, "object_id", true));
+    int64_t instance_pk = 0, series_pk = 0, study_pk = 0;
+    {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(kPendingInstance));
+      PHI_RETURN_IF_ERROR(st.BindText(1, object_id));
+      PHI_ASSIGN_OR_RETURN(bool row, st.Step());
+      if (!row) return false;
+      instance_pk = st.Int(0);
+      series_pk = st.Int(1);
+      study_pk = st.Int(2);
+    }
+    // Counters are kept by the triggers, so "empty" below is exact.
+    for (auto [sql, pk] :
+         {std::pair{kDeleteInstance, instance_pk}, std::pair{kDeleteEmptySeries, series_pk},
+          std::pair{kDeleteEmptyStudy, study_pk}}) {
+      PHI_ASSIGN_OR_RETURN(Stmt st, db_.Prepare(sql));
+      PHI_RETURN_IF_ERROR(st.BindInt(1, pk));
+      PHI_RETURN_IF_ERROR(st.Run());
+    }
+    return true;
   }
 
   Status PutMeta(const std::string& key, const Blob& value) override {
@@ -877,19 +925,33 @@ size_t SqliteCatalog::QueueDepthForTest() const {
   return queue_.size();
 }
 
-Status SqliteCatalog::Enqueue(Job* job) {
-  if (std::this_thread::get_id() == writer_id_) {
-    return Status::Internal("catalog: Write/Checkpoint called from inside a write closure");
-  }
+void SqliteCatalog::Complete(Job* job, Status s) {
+  const bool owned = job->owned;
+  job->done.set_value(std::move(s));  // a stack Job may be gone after this
+  if (owned) delete job;
+}
+
+std::future<Status> SqliteCatalog::Submit(Job* job) {
   std::future<Status> f = job->done.get_future();
-  {
+  Status refused;
+  if (std::this_thread::get_id() == writer_id_) {
+    refused = Status::Internal("catalog: Write/Checkpoint called from inside a write closure");
+  } else {
     std::lock_guard<std::mutex> lk(mu_);
-    if (!sticky_.ok()) return sticky_;
-    if (stop_) return Status::Unavailable("catalog: closing");
-    queue_.push_back(job);
+    if (!sticky_.ok()) {
+      refused = sticky_;
+    } else if (stop_) {
+      refused = Status::Unavailable("catalog: closing");
+    } else {
+      queue_.push_back(job);
+    }
+  }
+  if (!refused.ok()) {
+    Complete(job, refused);
+    return f;
   }
   cv_.notify_one();
-  return f.get();
+  return f;
 }
 
 Status SqliteCatalog::Write(std::function<Status(WriteTxn&)> fn) {
@@ -897,6 +959,29 @@ Status SqliteCatalog::Write(std::function<Status(WriteTxn&)> fn) {
   Job job;
   job.txn = std::move(fn);
   return Enqueue(&job);
+}
+
+std::future<Status> SqliteCatalog::WriteAsync(std::function<Status(WriteTxn&)> fn) {
+  if (!fn) {
+    std::promise<Status> p;
+    p.set_value(Status::InvalidArgument("catalog: empty write closure"));
+    return p.get_future();
+  }
+  auto* job = new Job;
+  job->owned = true;
+  job->txn = std::move(fn);
+  return Submit(job);
+}
+
+void SqliteCatalog::ClearPendingLater(std::string object_id) {
+  constexpr size_t kFlushAt = 4096;
+  bool flush_now = false;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    to_clear_.push_back(std::move(object_id));
+    flush_now = to_clear_.size() >= kFlushAt;
+  }
+  if (flush_now) cv_.notify_one();
 }
 
 Status SqliteCatalog::Checkpoint() {
@@ -914,13 +999,26 @@ Status SqliteCatalog::Checkpoint() {
 }
 
 void SqliteCatalog::WriterLoop() {
+  // Pending flags are cleared with the next batch, or after this long idle.
+  constexpr auto kClearIdle = std::chrono::seconds(1);
   for (;;) {
     std::vector<Job*> batch;
+    bool final_flush = false;
     {
       std::unique_lock<std::mutex> lk(mu_);
-      cv_.wait(lk, [this] { return stop_ || !queue_.empty(); });
-      if (queue_.empty()) return;  // stop_ and drained
-      if (queue_.front()->raw) {
+      bool woke = cv_.wait_for(
+          lk, kClearIdle, [this] { return stop_ || !queue_.empty() || to_clear_.size() >= 4096; });
+      if (queue_.empty()) {
+        if (stop_) {
+          // Stopped and drained: one last attempt at the pending clears.
+          final_flush = !to_clear_.empty();
+          if (!final_flush) return;
+        } else if (!woke || to_clear_.size() >= 4096) {
+          if (to_clear_.empty()) continue;
+        } else {
+          continue;
+        }
+      } else if (queue_.front()->raw) {
         batch.push_back(queue_.front());
         queue_.pop_front();
       } else {
@@ -930,18 +1028,19 @@ void SqliteCatalog::WriterLoop() {
         }
       }
     }
-    if (batch.front()->raw) {
+    if (!batch.empty() && batch.front()->raw) {
       RunRaw(batch.front());
     } else {
-      RunBatch(batch);
+      RunBatch(batch);  // an empty batch only clears pending flags
     }
+    if (final_flush) return;
   }
 }
 
 void SqliteCatalog::RunRaw(Job* job) {
   Status s = health();
   if (s.ok()) s = job->raw(*writer_db_);
-  job->done.set_value(s);
+  Complete(job, s);
 }
 
 void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
@@ -949,15 +1048,28 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
   auto fail_all = [&](const Status& s) {
     stat_transactions_.fetch_add(batch.size(), std::memory_order_relaxed);
     stat_transactions_failed_.fetch_add(batch.size(), std::memory_order_relaxed);
-    for (Job* j : batch) j->done.set_value(s);
+    for (Job* j : batch) Complete(j, s);
   };
   Status sticky = health();
   if (!sticky.ok()) return fail_all(sticky);
+  std::vector<std::string> clears;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    clears.swap(to_clear_);
+  }
+  // Lost clears are harmless (recovery re-derives them), but keep them for
+  // the next batch when this one fails.
+  auto requeue_clears = [&] {
+    std::lock_guard<std::mutex> lk(mu_);
+    to_clear_.insert(to_clear_.end(), std::make_move_iterator(clears.begin()),
+                     std::make_move_iterator(clears.end()));
+  };
 
   Status s = db.Exec("BEGIN IMMEDIATE");
   if (!s.ok()) {
     stat_commit_failures_.fetch_add(1, std::memory_order_relaxed);
     if (s.code() != Code::kUnavailable) SetSticky(s);
+    requeue_clears();
     return fail_all(s);
   }
   const audit::ChainHead batch_head = audit_head_;
@@ -997,6 +1109,10 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
     }
     results[i] = r;
   }
+  if (batch_error.ok() && !clears.empty()) {
+    SqliteWriteTxn txn(*this, db);
+    batch_error = txn.ClearPending(clears);
+  }
   if (batch_error.ok()) {
     batch_error = db.Exec("COMMIT");
     if (!batch_error.ok()) batch_error = batch_error.WithContext("catalog commit");
@@ -1010,13 +1126,14 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
     if (batch_error.code() != Code::kResourceExhausted || sqlite3_get_autocommit(db.raw()) == 0) {
       SetSticky(batch_error);
     }
+    requeue_clears();
     return fail_all(batch_error);
   }
   stat_commits_.fetch_add(1, std::memory_order_relaxed);
   stat_transactions_.fetch_add(batch.size(), std::memory_order_relaxed);
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!results[i].ok()) stat_transactions_failed_.fetch_add(1, std::memory_order_relaxed);
-    batch[i]->done.set_value(results[i]);
+    Complete(batch[i], results[i]);
   }
 }
 
@@ -1178,6 +1295,13 @@ Result<std::vector<std::string>> SqliteCatalog::ListAllObjectIds() {
   PHI_WITH_READER(r);
   return QueryAll<std::string>(
       r.db(), kAllObjectIds, [](Stmt&) { return Status::Ok(); },
+      +[](const Stmt& st) { return st.Text(0); });
+}
+
+Result<std::vector<std::string>> SqliteCatalog::ListPendingObjectIds() {
+  PHI_WITH_READER(r);
+  return QueryAll<std::string>(
+      r.db(), kPendingObjectIds, [](Stmt&) { return Status::Ok(); },
       +[](const Stmt& st) { return st.Text(0); });
 }
 

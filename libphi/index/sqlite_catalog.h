@@ -94,6 +94,8 @@ class SqliteCatalog final : public Catalog {
   SqliteCatalog& operator=(const SqliteCatalog&) = delete;
 
   Status Write(std::function<Status(WriteTxn&)> fn) override;
+  std::future<Status> WriteAsync(std::function<Status(WriteTxn&)> fn) override;
+  void ClearPendingLater(std::string object_id) override;
   Status health() const override;
   Status Checkpoint() override;
 
@@ -109,6 +111,7 @@ class SqliteCatalog final : public Catalog {
   Result<InstanceRow> GetInstanceBySopToken(const Token& sop_uid_token) override;
   Result<ObjectCounts> CountObjects() override;
   Result<std::vector<std::string>> ListAllObjectIds() override;
+  Result<std::vector<std::string>> ListPendingObjectIds() override;
   Result<int64_t> StudyTotalBytes(int64_t study_pk) override;
   Result<std::vector<WorklistRow>> QueryWorklist(const WorklistFilter& f) override;
   Result<std::vector<ReportRow>> ListReports(const Token& accession_token) override;
@@ -142,7 +145,11 @@ class SqliteCatalog final : public Catalog {
   void RunBatch(std::vector<Job*>& batch);
   void RunRaw(Job* job);
   void SetSticky(const Status& s);
-  Status Enqueue(Job* job);
+  // Queues job (or completes it at once with the refusal); the future is its result.
+  std::future<Status> Submit(Job* job);
+  Status Enqueue(Job* job) { return Submit(job).get(); }
+  // Sets the job's result and frees it when owned; `job` is dead afterwards.
+  static void Complete(Job* job, Status s);
   Result<ReaderLease> AcquireReader();
   void ReleaseReader(Db* db);
   int64_t NowSeconds();
@@ -165,6 +172,8 @@ class SqliteCatalog final : public Catalog {
   std::deque<Job*> queue_;      // guarded by mu_
   bool stop_ = false;           // guarded by mu_
   Status sticky_;               // guarded by mu_
+  // Object ids whose kInstancePending flag the next batch clears.
+  std::vector<std::string> to_clear_;  // guarded by mu_
 
   // Reader pool.
   std::mutex readers_mu_;

@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "libphi/util/env.h"
 #include "libphi/util/status.h"
@@ -27,6 +28,9 @@ class DirSyncer {
   DirSyncer& operator=(const DirSyncer&) = delete;
 
   Status Sync(const Path& dir);
+  // The same for several directories at once (one batch when no sync is in
+  // flight); returns the first failure.
+  Status SyncAll(const std::vector<Path>& dirs);
 
   // Callers currently blocked in Sync() waiting for a batch that has not
   // started yet (tests use this to build a deterministic batch).

@@ -55,16 +55,23 @@ class FsObjectWriter final : public ObjectWriter {
     encoder_.reset();  // wipes its buffer
     if (Status s = file_->Sync(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
     if (Status s = file_->Close(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
-    PHI_RETURN_IF_ERROR(Fail(store_.EnsureFanoutDir(id_)));
+    std::vector<Path> to_sync;
+    PHI_RETURN_IF_ERROR(Fail(store_.EnsureFanoutDir(id_, &to_sync)));
     PHI_RETURN_IF_ERROR(Fail(store_.BackgroundError()));
     const Path final_path = store_.ObjectPath(id_);
     if (Status s = store_.env_.RenameFile(store_.TmpPath(id_), final_path); !s.ok()) {
       return Fail(store_.RecordBackgroundError(s));
     }
     renamed_ = true;
-    if (Status s = store_.dir_syncer_.Sync(final_path.parent_path()); !s.ok()) {
+    // One shared batch: the leaf (for the rename) and, when this process has
+    // not synced them yet, the fan-out parents (for the mkdirs). Syncing the
+    // parents after the rename instead of before it costs no extra round: on
+    // a journaling filesystem the first sync commits them all.
+    to_sync.insert(to_sync.begin(), final_path.parent_path());
+    if (Status s = store_.dir_syncer_.SyncAll(to_sync); !s.ok()) {
       return Fail(store_.RecordBackgroundError(s));
     }
+    if (to_sync.size() > 1) store_.MarkFanoutDurable(id_);
     done_ = true;
     file_.reset();
     store_.EndWrite(id_);
@@ -154,21 +161,26 @@ void FsObjectStore::EndWrite(const std::string& object_id) {
   in_flight_.erase(object_id);
 }
 
-Status FsObjectStore::EnsureFanoutDir(std::string_view id) {
+Status FsObjectStore::EnsureFanoutDir(std::string_view id, std::vector<Path>* parents_to_sync) {
   const Path ab = objects_dir_ / std::string(id.substr(0, 2));
   const Path cd = ab / std::string(id.substr(2, 2));
-  std::lock_guard<std::mutex> lock(dirs_mu_);
-  if (durable_dirs_.count(cd) != 0) return Status::Ok();
-  // Directories found on disk are fsync'd once per process too: a previous
-  // process may have created them and died before syncing their parent.
-  PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
-  if (durable_dirs_.count(ab) == 0) {
-    if (Status s = env_.SyncDir(objects_dir_); !s.ok()) return RecordBackgroundError(s);
-    durable_dirs_.insert(ab);
+  {
+    std::lock_guard<std::mutex> lock(dirs_mu_);
+    if (durable_dirs_.count(cd) != 0) return Status::Ok();
   }
-  if (Status s = env_.SyncDir(ab); !s.ok()) return RecordBackgroundError(s);
-  durable_dirs_.insert(cd);
+  // Directories found on disk are synced once per process too: a previous
+  // process may have created them and died before syncing their parent.
+  // CreateDirs is idempotent, so concurrent writers need no lock here.
+  PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
+  parents_to_sync->push_back(ab);
+  parents_to_sync->push_back(objects_dir_);
   return Status::Ok();
+}
+
+void FsObjectStore::MarkFanoutDurable(std::string_view id) {
+  const Path ab = objects_dir_ / std::string(id.substr(0, 2));
+  std::lock_guard<std::mutex> lock(dirs_mu_);
+  durable_dirs_.insert(ab / std::string(id.substr(2, 2)));
 }
 
 Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, crypto::AesGcm& aead) {

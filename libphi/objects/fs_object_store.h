@@ -5,9 +5,9 @@
 //
 // Durable write path (DESIGN "Durability"): segments go to tmp/<id>.tmp,
 // which is fsync'd and closed, renamed into objects/ab/cd/, and that
-// directory is fsync'd (fan-out directories are created on demand and their
-// parent fsync'd). Directory fsyncs of concurrent Finish() calls are shared
-// (DirSyncer). Every OS access goes through Env.
+// directory is fsync'd (fan-out directories are created on demand; their
+// parents are synced in the same DirSyncer batch as the leaf). Directory
+// fsyncs of concurrent Finish() calls are shared (DirSyncer). Every OS access goes through Env.
 //
 // Sticky failure (LevelDB RecordBackgroundError): after any failed fsync,
 // rename or directory fsync, the store refuses new writes and Finish(),
@@ -15,7 +15,7 @@
 // safely retried. Reads, Remove and listing keep working.
 //
 // Thread-safety: thread-safe. mu_ guards bg_error_ and in_flight_; dirs_mu_
-// guards durable_dirs_ and serialises fan-out directory creation.
+// guards durable_dirs_.
 #pragma once
 
 #include <cstdint>
@@ -23,6 +23,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "libphi/objects/dir_syncer.h"
 #include "libphi/objects/object_store.h"
@@ -63,9 +64,12 @@ class FsObjectStore final : public ObjectStore {
 
   // Records the first durability failure; returns `s`.
   Status RecordBackgroundError(const Status& s);
-  // Creates objects/ab and objects/ab/cd if missing, fsyncing each parent
-  // whose entries changed.
-  Status EnsureFanoutDir(std::string_view object_id);
+  // Creates objects/ab/cd if missing. Unless this process already made it
+  // durable, appends the directories whose entries must be synced with the
+  // leaf (objects/ab and objects/) to parents_to_sync.
+  Status EnsureFanoutDir(std::string_view object_id, std::vector<Path>* parents_to_sync);
+  // Records objects/ab/cd of object_id as durable (its parents were synced).
+  void MarkFanoutDurable(std::string_view object_id);
   void EndWrite(const std::string& object_id);
 
   const Path root_;

@@ -99,6 +99,26 @@ IngestStats IngestService::stats() const {
   return s;
 }
 
+void IngestService::UndoPendingRows(const IngestContext& ctx, const std::string& object_id,
+                                    const Status& why) {
+  Status undo = catalog_.Write([&](index::WriteTxn& txn) -> Status {
+    PHI_ASSIGN_OR_RETURN(bool removed, txn.RemovePendingInstance(object_id));
+    if (!removed) return Status::Ok();
+    audit::AuditEvent ev;
+    ev.actor = ctx.actor;
+    ev.action = "store-undone";
+    ev.object = "object:" + object_id;
+    ev.outcome = ShortStatus(why);
+    ev.peer = ctx.peer;
+    return txn.AppendAudit(ev).status();
+  });
+  if (!undo.ok()) {
+    // The row stays pending without its object: start-up recovery removes it.
+    PHI_LOG(kError, "could not remove the rows of a failed store; recovery will",
+            {{"object_id", log::Safe(object_id)}, {"status", undo}});
+  }
+}
+
 Result<bool> IngestService::IsStored(const std::string& sop_instance_uid) {
   if (!IsValidUid(sop_instance_uid)) return false;
   Result<index::InstanceRow> row =
@@ -151,34 +171,46 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
       std::string instance_phi,
       keys_.Seal(key.key_id, PhiAad("instance", sop_token), InstancePhi(a).Encode()));
 
-  // 1. The object, durable in objects/ before the catalog names it.
+  // The object and the catalog rows are made durable in parallel: the rows
+  // (flagged pending) commit on the catalog's writer thread while this thread
+  // encrypts, fsyncs, renames and syncs the object. The answer waits for
+  // both. A crash in between leaves either an object without a row (removed
+  // at start-up) or a pending row without its object (never acknowledged;
+  // removed at start-up); see RecoverStorage.
   PHI_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcm> cipher, keys_.Cipher(key.key_id));
   PHI_ASSIGN_OR_RETURN(objects::ObjectWriterPtr writer, objects_.NewObject(key_bytes, *cipher));
-  Status st = writer->Append(part10);
-  Result<objects::ObjectInfo> info =
-      st.ok() ? writer->Finish() : Result<objects::ObjectInfo>(std::move(st));
-  if (!info.ok()) {
-    writer->Abort();
-    ++failed_;
-    PHI_LOG(kError, "object write failed", {{"status", info.status()}});
-    return info.status();
-  }
-  const std::string object_id = info->object_id;
+  const std::string object_id = writer->object_id();
 
-  // 2. One catalog transaction: key, rows, audit.
+  index::NewStudy ns;
+  ns.key_id = key.key_id;
+  ns.study_uid_token = study_token;
+  ns.patient_id_token = pid_token;
+  ns.accession_token = acc_token;
+  ns.study_year = YearOf(a.study_date);
+  ns.phi = study_phi;
+  index::NewSeries nse;
+  nse.series_uid_token = series_token;
+  nse.modality = a.modality.substr(0, 16);
+  if (a.series_number != 0) nse.series_number = a.series_number;
+  nse.phi = series_phi;
+  index::NewInstance ni;
+  ni.sop_uid_token = sop_token;
+  ni.sop_class_uid = a.sop_class_uid;
+  ni.transfer_syntax_uid = a.transfer_syntax_uid;
+  if (a.instance_number != 0) ni.instance_number = a.instance_number;
+  ni.object_id = object_id;
+  ni.size_bytes = static_cast<int64_t>(part10.size());
+  ni.phi = instance_phi;
+
+  // The rows of one store. With `replace`, an existing instance with this
+  // SOP Instance UID is replaced (its old object id lands in replaced_object);
+  // without it, AlreadyExists is returned.
   StoreOutcome outcome = StoreOutcome::kStored;
   std::string replaced_object;
-  Status commit = catalog_.Write([&](index::WriteTxn& txn) -> Status {
+  auto write_rows = [&](index::WriteTxn& txn, bool replace) -> Status {
     outcome = StoreOutcome::kStored;
     replaced_object.clear();
     PHI_RETURN_IF_ERROR(StudyKeys::EnsurePersisted(txn, key));
-    index::NewStudy ns;
-    ns.key_id = key.key_id;
-    ns.study_uid_token = study_token;
-    ns.patient_id_token = pid_token;
-    ns.accession_token = acc_token;
-    ns.study_year = YearOf(a.study_date);
-    ns.phi = study_phi;
     bool created = false;
     PHI_ASSIGN_OR_RETURN(int64_t study_pk, txn.UpsertStudy(ns, &created));
     if (!created) {
@@ -200,27 +232,11 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
         }
       }
     }
-    index::NewSeries nse;
     nse.study_pk = study_pk;
-    nse.series_uid_token = series_token;
-    nse.modality = a.modality.substr(0, 16);
-    if (a.series_number != 0) nse.series_number = a.series_number;
-    nse.phi = series_phi;
-    PHI_ASSIGN_OR_RETURN(int64_t series_pk, txn.UpsertSeries(nse));
-
-    index::NewInstance ni;
-    ni.series_pk = series_pk;
-    ni.sop_uid_token = sop_token;
-    ni.sop_class_uid = a.sop_class_uid;
-    ni.transfer_syntax_uid = a.transfer_syntax_uid;
-    if (a.instance_number != 0) ni.instance_number = a.instance_number;
-    ni.object_id = object_id;
-    ni.size_bytes = static_cast<int64_t>(part10.size());
-    ni.phi = instance_phi;
+    PHI_ASSIGN_OR_RETURN(ni.series_pk, txn.UpsertSeries(nse));
     Result<int64_t> inserted = txn.InsertInstance(ni);
     if (!inserted.ok()) {
-      if (inserted.status().code() != Code::kAlreadyExists) return inserted.status();
-      if (duplicates_ == config::DuplicatePolicy::kKeepFirst) return inserted.status();
+      if (inserted.status().code() != Code::kAlreadyExists || !replace) return inserted.status();
       PHI_ASSIGN_OR_RETURN(replaced_object, txn.ReplaceInstance(ni));
       if (outcome == StoreOutcome::kStored) outcome = StoreOutcome::kReplaced;
     }
@@ -231,8 +247,31 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
     ev.outcome = outcome == StoreOutcome::kStoredConflict ? "ok:conflict" : "ok";
     ev.peer = ctx.peer;
     return txn.AppendAudit(ev).status();
-  });
+  };
 
+  // 1. Rows (pending) and object in parallel. Never replaces: dropping the
+  //    old instance must wait until the new object is durable.
+  ni.pending = true;
+  std::future<Status> rows =
+      catalog_.WriteAsync([&](index::WriteTxn& txn) { return write_rows(txn, false); });
+  Status st = writer->Append(part10);
+  Result<objects::ObjectInfo> info =
+      st.ok() ? writer->Finish() : Result<objects::ObjectInfo>(std::move(st));
+  Status commit = rows.get();  // the closure's captures stay alive until here
+  if (!info.ok()) {
+    writer->Abort();
+    ++failed_;
+    PHI_LOG(kError, "object write failed", {{"status", info.status()}});
+    if (commit.ok()) UndoPendingRows(ctx, object_id, info.status());
+    return info.status();
+  }
+
+  // 2. An instance with this SOP Instance UID exists: keep it, or replace it
+  //    now that the new object is durable (rows not pending: object durable).
+  if (commit.code() == Code::kAlreadyExists && duplicates_ == config::DuplicatePolicy::kReplace) {
+    ni.pending = false;
+    commit = catalog_.Write([&](index::WriteTxn& txn) { return write_rows(txn, true); });
+  }
   if (!commit.ok()) {
     // Nothing names the object: remove it (best effort; recovery removes
     // orphans at the next start if this fails).
@@ -249,6 +288,7 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
              {"status", commit}});
     return commit;
   }
+  if (ni.pending) catalog_.ClearPendingLater(object_id);
   keys_.MarkPersisted(study_token);
   if (!replaced_object.empty()) {
     Status rm = objects_.Remove(replaced_object);

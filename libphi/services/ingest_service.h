@@ -1,10 +1,12 @@
 // phi::services::IngestService: the durable store path behind every edge
 // (DESIGN.md, Durability): resolve the study key, encrypt the Part 10 bytes
-// into a .phg object (tmp/ -> fsync -> rename -> dir fsync), then one catalog
-// transaction (study key, study/series/instance rows with sealed PHI and
-// blind tokens, audit record) committed with group commit; only then return.
-// A failure at any step removes the object and returns the error: nothing is
-// acknowledged that is not durable, and nothing half-written becomes visible.
+// into a .phg object (tmp/ -> fsync -> rename -> dir fsync) and, in parallel
+// on the catalog's writer thread, one catalog transaction (study key,
+// study/series/instance rows with sealed PHI and blind tokens, audit record;
+// the instance flagged pending) committed with group commit; only when both
+// are durable does Store return. A failure at any step removes the object
+// and the rows and returns the error: nothing is acknowledged that is not
+// durable, and a crash leaves nothing that recovery does not reconcile.
 // Thread-safety: thread-safe; stores run concurrently and share catalog commits.
 #pragma once
 
@@ -60,6 +62,9 @@ class IngestService final : public Ingest {
   IngestStats stats() const;
 
  private:
+  // Removes the pending rows of a store whose object failed (and audits it).
+  void UndoPendingRows(const IngestContext& ctx, const std::string& object_id, const Status& why);
+
   vault::KeyVault& vault_;
   index::Catalog& catalog_;
   objects::ObjectStore& objects_;

@@ -824,5 +824,106 @@ TEST_F(CatalogTest, SecureDeleteLeavesNoTraceAfterCheckpoint) {
   EXPECT_NE(ReadAll(DbPath()).find("keep-me"), std::string::npos);
 }
 
+// IngestService commits an instance's rows in parallel with its object
+// (WriteAsync, flagged pending); recovery and failed stores rely on these.
+TEST_F(CatalogTest, WriteAsyncCommitsAndPendingRowsAreClearedOrRemoved) {
+  auto c = OpenCatalog();
+  ASSERT_NE(c, nullptr);
+  const int64_t kept_pk = AddStudy(*c, 1, 2020, "CT", 1);  // not pending
+  // One study with two pending instances, another with one.
+  auto add_pending = [&](int study, int inst) {
+    return c->WriteAsync([&, study, inst](WriteTxn& t) -> Status {
+      (void)t.PutStudyKey({"k" + std::to_string(study), "kek1", "w", 0});
+      NewStudy ns{
+          "k" + std::to_string(study), Tok('S', study), std::nullopt, std::nullopt, 2021, "s"};
+      PHI_ASSIGN_OR_RETURN(int64_t pk, t.UpsertStudy(ns));
+      PHI_ASSIGN_OR_RETURN(int64_t series, t.UpsertSeries({pk, Tok('R', study), "MR", 1, "r"}));
+      NewInstance ni{series,
+                     Tok('I', study * 1000 + inst),
+                     "1.2.840.10008.5.1.4.1.1.4",
+                     "1.2.840.10008.1.2.1",
+                     inst,
+                     "pend" + std::to_string(study * 1000 + inst),
+                     10,
+                     "i"};
+      ni.pending = true;
+      return t.InsertInstance(ni).status();
+    });
+  };
+  std::future<Status> a = add_pending(2, 1);
+  ASSERT_TRUE(a.get().ok());
+  ASSERT_TRUE(add_pending(2, 2).get().ok());
+  ASSERT_TRUE(add_pending(3, 1).get().ok());
+  auto pending = c->ListPendingObjectIds();
+  ASSERT_TRUE(pending.ok());
+  EXPECT_EQ(*pending, (std::vector<std::string>{"pend2001", "pend2002", "pend3001"}));
+  EXPECT_EQ(c->CountObjects()->instances, 4);
+
+  // A lazily queued clear rides on the next group commit.
+  c->ClearPendingLater("pend2001");
+  ASSERT_TRUE(Audit(*c, 1).ok());
+  EXPECT_EQ(*c->ListPendingObjectIds(), (std::vector<std::string>{"pend2002", "pend3001"}));
+
+  // Removing: only pending rows; empty series and studies go with them.
+  Status s = c->Write([&](WriteTxn& t) -> Status {
+    PHI_ASSIGN_OR_RETURN(bool r1, t.RemovePendingInstance("pend2001"));  // cleared: kept
+    PHI_ASSIGN_OR_RETURN(bool r2, t.RemovePendingInstance("obj1000"));   // never pending
+    PHI_ASSIGN_OR_RETURN(bool r3, t.RemovePendingInstance("pend2002"));
+    PHI_ASSIGN_OR_RETURN(bool r4, t.RemovePendingInstance("pend3001"));
+    PHI_ASSIGN_OR_RETURN(bool r5, t.RemovePendingInstance("no-such-object"));
+    EXPECT_FALSE(r1);
+    EXPECT_FALSE(r2);
+    EXPECT_TRUE(r3);
+    EXPECT_TRUE(r4);
+    EXPECT_FALSE(r5);
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_TRUE(c->ListPendingObjectIds()->empty());
+  ObjectCounts n = *c->CountObjects();
+  EXPECT_EQ(n.instances, 2);  // obj1000 and pend2001
+  EXPECT_EQ(n.series, 2);     // study 3's series was left empty and removed
+  EXPECT_EQ(n.studies, 2);
+  EXPECT_TRUE(c->FindStudyByUidToken(Tok('S', 2)).ok());
+  EXPECT_EQ(c->FindStudyByUidToken(Tok('S', 3)).status().code(), Code::kNotFound);
+  EXPECT_TRUE(c->GetStudy(kept_pk).ok());
+}
+
+TEST_F(CatalogTest, PendingClearsAreFlushedWhenIdleAndAtClose) {
+  {
+    auto c = OpenCatalog();
+    ASSERT_NE(c, nullptr);
+    AddStudy(*c, 1, 2020, "CT", 0);
+    Status s = c->Write([&](WriteTxn& t) -> Status {
+      PHI_ASSIGN_OR_RETURN(StudyRow st, t.FindStudyByUidToken(Tok('S', 1)));
+      PHI_ASSIGN_OR_RETURN(int64_t series,
+                           t.UpsertSeries({st.study_pk, Tok('R', 1), "CT", 1, "r"}));
+      for (int i = 0; i < 2; ++i) {
+        NewInstance ni{series,
+                       Tok('I', i),
+                       "1.2.840.10008.5.1.4.1.1.2",
+                       "1.2.840.10008.1.2.1",
+                       i,
+                       "p" + std::to_string(i),
+                       1,
+                       "i"};
+        ni.pending = true;
+        PHI_RETURN_IF_ERROR(t.InsertInstance(ni).status());
+      }
+      return Status::Ok();
+    });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    c->ClearPendingLater("p0");
+    // No other write follows: the idle writer flushes within about a second.
+    for (int i = 0; i < 100 && c->ListPendingObjectIds()->size() != 1; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_EQ(*c->ListPendingObjectIds(), std::vector<std::string>{"p1"});
+    c->ClearPendingLater("p1");  // then closed at once: flushed at close
+  }
+  EXPECT_EQ(RawQueryInt(DbPath(), "SELECT count(*) FROM instances WHERE flags & 1"), 0);
+  EXPECT_EQ(RawQueryInt(DbPath(), "SELECT count(*) FROM instances"), 2);
+}
+
 }  // namespace
 }  // namespace phi::index

@@ -503,7 +503,8 @@ TEST_F(FsObjectStoreFaultTest, RenameFailureIsSticky) {
 }
 
 TEST_F(FsObjectStoreFaultTest, DirSyncFailureRemovesObjectAndIsSticky) {
-  // A fresh store's first Finish syncs objects/ (new ab), ab (new cd), then cd.
+  // A fresh store's first Finish syncs, after the rename, objects/ (new ab),
+  // ab (new cd) and cd; fail the leaf's.
   env_.FailNth(FaultEnv::Op::kSyncDir, 3, EIO);
   auto r = PutChunked();
   ASSERT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
@@ -528,8 +529,10 @@ TEST_F(FsObjectStoreFaultTest, DurableWritePathOrder) {
   auto info = PutChunked();
   ASSERT_TRUE(info.ok());
   const std::string& id = info->object_id;
-  std::vector<std::string> want = {"sync " + id + ".tmp", "syncdir objects",
-                                   "syncdir " + id.substr(0, 2), "rename " + id + ".tmp",
+  // The object's data, then its rename, then one batch of directory syncs:
+  // the new leaf (for the rename) and its fresh parents (for the mkdirs).
+  std::vector<std::string> want = {"sync " + id + ".tmp", "rename " + id + ".tmp",
+                                   "syncdir objects", "syncdir " + id.substr(0, 2),
                                    "syncdir " + id.substr(2, 2)};
   EXPECT_EQ(events, want);
 }

@@ -126,8 +126,18 @@ TEST_F(ServicesTest, FailedSyncNeverAcknowledgesAndLeavesNothing) {
   auto r = Store(kSmith, 1, 1);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(CountObjectFiles(storage_.path()), 0u);
-  EXPECT_EQ(catalog_->CountObjects()->instances, 0);
+  // The rows committed in parallel with the object are undone, study included.
+  index::ObjectCounts n = *catalog_->CountObjects();
+  EXPECT_EQ(n.instances, 0);
+  EXPECT_EQ(n.series, 0);
+  EXPECT_EQ(n.studies, 0);
+  EXPECT_TRUE(catalog_->ListPendingObjectIds()->empty());
   EXPECT_FALSE(*ingest_->IsStored(Attrs(kSmith, 1, 1).sop_instance_uid));
+  auto audit = catalog_->ReadAudit(0, 100);
+  ASSERT_TRUE(audit.ok());
+  ASSERT_FALSE(audit->empty());
+  EXPECT_EQ(audit->back().action, "store-undone");
+  EXPECT_EQ(audit->back().outcome, "error:IOError");
   // fsync failures are sticky: later stores are refused until reopened.
   fault_.ClearFaults();
   EXPECT_FALSE(Store(kSmith, 1, 2).ok());
@@ -247,6 +257,67 @@ TEST_F(ServicesTest, RecoveryRemovesOrphansAndTmp) {
   EXPECT_EQ(CountObjectFiles(storage_.path()), 1u);
   EXPECT_EQ(ReadInstance(Attrs(kSmith, 1, 1).sop_instance_uid),
             FakePart10(Attrs(kSmith, 1, 1), 4096));
+}
+
+// A crash after the parallel catalog commit but before the object became
+// durable leaves a pending row without its object: recovery removes it (the
+// store was never acknowledged) and clears the flag of complete stores.
+TEST_F(ServicesTest, RecoveryReconcilesPendingRows) {
+  ASSERT_TRUE(Store(kSmith, 1, 1).ok());
+  const InstanceAttributes first = Attrs(kSmith, 1, 1);
+  crypto::Digest d = vault_->IndexToken("SOPInstanceUID", first.sop_instance_uid);
+  auto row = catalog_->GetInstanceBySopToken(
+      index::Token(reinterpret_cast<const char*>(d.data()), d.size()));
+  ASSERT_TRUE(row.ok()) << row.status().ToString();
+  auto study = catalog_->GetStudy(row->study_pk);
+  ASSERT_TRUE(study.ok());
+  auto cipher = vault_->NewCipher(study->key_id);
+  ASSERT_TRUE(cipher.ok());
+  const objects::KeyId key_bytes = *objects::phg::ParseId(study->key_id);
+  // One object made durable, one that never was (its writer aborted).
+  auto done = objects_->NewObject(key_bytes, **cipher);
+  ASSERT_TRUE(done.ok());
+  ASSERT_TRUE((*done)->Append(Bytes(std::string(100, 'y'))).ok());
+  ASSERT_TRUE((*done)->Finish().ok());
+  auto lost = objects_->NewObject(key_bytes, **cipher);
+  ASSERT_TRUE(lost.ok());
+  const std::string done_id = (*done)->object_id(), lost_id = (*lost)->object_id();
+  (*lost)->Abort();
+  Status s = catalog_->Write([&](index::WriteTxn& t) -> Status {
+    int n = 0;
+    for (const std::string& id : {done_id, lost_id}) {
+      crypto::Digest tok = vault_->IndexToken("SOPInstanceUID", "1.2.3.4." + std::to_string(++n));
+      index::NewInstance ni;
+      ni.series_pk = row->series_pk;
+      ni.sop_uid_token = index::Token(reinterpret_cast<const char*>(tok.data()), tok.size());
+      ni.sop_class_uid = first.sop_class_uid;
+      ni.object_id = id;
+      ni.size_bytes = 100;
+      ni.phi = "sealed";
+      ni.pending = true;
+      PHI_RETURN_IF_ERROR(t.InsertInstance(ni).status());
+    }
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  ASSERT_EQ(catalog_->CountObjects()->instances, 3);
+
+  auto rep = RecoverStorage(*catalog_, *objects_);
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_EQ(rep->unacknowledged_rows_removed, 1u);
+  EXPECT_EQ(rep->missing_objects, 0u);
+  EXPECT_EQ(rep->orphans_removed, 0u);
+  EXPECT_TRUE(catalog_->ListPendingObjectIds()->empty());
+  EXPECT_EQ(catalog_->CountObjects()->instances, 2);
+  auto all = catalog_->ListAllObjectIds();
+  ASSERT_TRUE(all.ok());
+  EXPECT_NE(std::find(all->begin(), all->end(), done_id), all->end());
+  EXPECT_EQ(std::find(all->begin(), all->end(), lost_id), all->end());
+  auto audit = catalog_->ReadAudit(0, 100);
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->back().action, "store-undone");
+  EXPECT_EQ(audit->back().object, "object:" + lost_id);
+  EXPECT_EQ(ReadInstance(first.sop_instance_uid), FakePart10(first, 4096));
 }
 
 // The auditor's test of DESIGN.md's erasure contract: after erasing a study,
