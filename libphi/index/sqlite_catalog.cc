@@ -1022,10 +1022,16 @@ void SqliteCatalog::WriterLoop() {
         batch.push_back(queue_.front());
         queue_.pop_front();
       } else {
+        const size_t want = std::min(last_batch_, options_.max_batch);
+        if (queue_.size() < want && options_.commit_delay.count() > 0) {
+          cv_.wait_for(lk, options_.commit_delay,
+                       [&] { return stop_ || queue_.size() >= want || queue_.back()->raw; });
+        }
         while (!queue_.empty() && !queue_.front()->raw && batch.size() < options_.max_batch) {
           batch.push_back(queue_.front());
           queue_.pop_front();
         }
+        last_batch_ = batch.size();
       }
     }
     if (!batch.empty() && batch.front()->raw) {
