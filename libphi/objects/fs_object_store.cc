@@ -46,11 +46,13 @@ class FsObjectWriter final : public ObjectWriter {
     return Status::Ok();
   }
 
-  Result<ObjectInfo> Finish() override {
+  Result<ObjectInfo> Finish() override { return AppendAndFinish({}); }
+
+  Result<ObjectInfo> AppendAndFinish(std::span<const std::byte> tail) override {
     if (!error_.ok()) return error_;
     if (done_) return Status::Internal("objects: Finish after Finish/Abort");
     PHI_RETURN_IF_ERROR(Fail(store_.BackgroundError()));
-    PHI_RETURN_IF_ERROR(Fail(encoder_->Finish()));
+    PHI_RETURN_IF_ERROR(Fail(encoder_->Finish(tail)));
     ObjectInfo info{id_, encoder_->plaintext_size(), encoder_->stored_size()};
     encoder_.reset();  // wipes its buffer
     if (Status s = file_->Sync(); !s.ok()) return Fail(store_.RecordBackgroundError(s));

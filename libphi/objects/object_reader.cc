@@ -44,9 +44,15 @@ ObjectReader::ObjectReader(RandomAccessFilePtr file, const phg::Header& header,
       stored_size_(stored_size),
       plaintext_size_(plaintext_size),
       aead_(aead),
-      buffer_(size_t{header.segment_size} + kTagBytes) {}
+      buffer_(
+          std::make_unique_for_overwrite<std::byte[]>(size_t{header.segment_size} + kTagBytes)) {}
 
-ObjectReader::~ObjectReader() { OPENSSL_cleanse(buffer_.data(), buffer_.size()); }
+ObjectReader::~ObjectReader() { Wipe(); }
+
+void ObjectReader::Wipe() {
+  OPENSSL_cleanse(buffer_.get(), plain_hwm_);
+  plain_hwm_ = 0;
+}
 
 Status ObjectReader::LoadSegment(uint64_t index) {
   if (cached_ == index) return Status::Ok();
@@ -57,19 +63,20 @@ Status ObjectReader::LoadSegment(uint64_t index) {
   const size_t len = last ? static_cast<size_t>(plaintext_size_ % header_.segment_size)
                           : size_t{header_.segment_size};
   const uint64_t pos = phg::kHeaderSize + index * (uint64_t{header_.segment_size} + kTagBytes);
-  std::span<std::byte> seg(buffer_.data(), len + kTagBytes);
+  std::span<std::byte> seg(buffer_.get(), len + kTagBytes);
   PHI_ASSIGN_OR_RETURN(size_t got, file_->Read(pos, seg));
   if (got != seg.size()) {
     // The file shrank after Open.
-    OPENSSL_cleanse(buffer_.data(), buffer_.size());
+    Wipe();
     return Status::Corruption("phg: segment " + std::to_string(index) + " truncated");
   }
   Nonce nonce = phg::SegmentNonce(header_.base_nonce, index);
   phg::Aad aad = phg::SegmentAad(header_bytes_, index, last);
-  std::span<const std::byte, kTagBytes> tag(buffer_.data() + len, kTagBytes);
-  Status s = aead_.Open(nonce, aad, seg.first(len), tag, std::span<std::byte>(buffer_.data(), len));
+  std::span<const std::byte, kTagBytes> tag(buffer_.get() + len, kTagBytes);
+  plain_hwm_ = std::max(plain_hwm_, len);  // plaintext lands in [0, len)
+  Status s = aead_.Open(nonce, aad, seg.first(len), tag, std::span<std::byte>(buffer_.get(), len));
   if (!s.ok()) {
-    OPENSSL_cleanse(buffer_.data(), buffer_.size());
+    Wipe();
     return Status::Corruption("phg: object " + phg::IdToHex(header_.object_id) + " segment " +
                               std::to_string(index) + " failed authentication");
   }
@@ -92,7 +99,7 @@ Result<size_t> ObjectReader::Read(uint64_t offset, std::span<std::byte> out) {
     }
     const size_t in_seg = static_cast<size_t>(at % seg);
     const size_t n = std::min<size_t>(cached_len_ - in_seg, static_cast<size_t>(want - done));
-    std::memcpy(out.data() + done, buffer_.data() + in_seg, n);
+    std::memcpy(out.data() + done, buffer_.get() + in_seg, n);
     done += n;
   }
   return done;
@@ -103,7 +110,7 @@ Status ObjectReader::ReadAll(const Sink& sink) {
   for (uint64_t i = 0; i < count; ++i) {
     PHI_RETURN_IF_ERROR(LoadSegment(i));
     if (cached_len_ > 0) {
-      PHI_RETURN_IF_ERROR(sink(std::span<const std::byte>(buffer_.data(), cached_len_)));
+      PHI_RETURN_IF_ERROR(sink(std::span<const std::byte>(buffer_.get(), cached_len_)));
     }
   }
   return Status::Ok();

@@ -66,7 +66,12 @@ class ObjectReader {
   const uint64_t stored_size_;
   const uint64_t plaintext_size_;
   crypto::AesGcm& aead_;
-  std::vector<std::byte> buffer_;   // segment ciphertext+tag, then plaintext in place
+  // Wipes the plaintext the buffer may hold.
+  void Wipe();
+
+  // Segment ciphertext+tag, then plaintext in place; not zero-filled.
+  std::unique_ptr<std::byte[]> buffer_;
+  size_t plain_hwm_ = 0;            // plaintext only ever lies in [0, plain_hwm_)
   std::optional<uint64_t> cached_;  // segment whose verified plaintext is in buffer_
   size_t cached_len_ = 0;
 };

@@ -23,16 +23,17 @@ PhgEncoder::PhgEncoder(const phg::Header& header, WritableFile& out, crypto::Aes
       segment_size_(header.segment_size),
       out_(out),
       aead_(aead),
-      buffer_(size_t{header.segment_size} + kTagBytes) {}
+      buffer_(
+          std::make_unique_for_overwrite<std::byte[]>(size_t{header.segment_size} + kTagBytes)) {}
 
 PhgEncoder::~PhgEncoder() {
   // The buffer may hold plaintext of a segment not yet sealed.
-  OPENSSL_cleanse(buffer_.data(), buffer_.size());
+  OPENSSL_cleanse(buffer_.get(), fill_);
 }
 
 Status PhgEncoder::Fail(Status s) {
   if (error_.ok()) error_ = s;
-  OPENSSL_cleanse(buffer_.data(), buffer_.size());
+  OPENSSL_cleanse(buffer_.get(), fill_);
   fill_ = 0;
   return s;
 }
@@ -41,10 +42,10 @@ Status PhgEncoder::SealAndWrite(std::span<const std::byte> plaintext, bool last)
   const size_t n = plaintext.size();
   Nonce nonce = phg::SegmentNonce(base_nonce_, next_segment_);
   phg::Aad aad = phg::SegmentAad(header_bytes_, next_segment_, last);
-  std::span<std::byte, kTagBytes> tag(buffer_.data() + n, kTagBytes);
+  std::span<std::byte, kTagBytes> tag(buffer_.get() + n, kTagBytes);
   PHI_RETURN_IF_ERROR(
-      aead_.Seal(nonce, aad, plaintext, std::span<std::byte>(buffer_.data(), n), tag));
-  PHI_RETURN_IF_ERROR(out_.Append(std::span<const std::byte>(buffer_.data(), n + kTagBytes)));
+      aead_.Seal(nonce, aad, plaintext, std::span<std::byte>(buffer_.get(), n), tag));
+  PHI_RETURN_IF_ERROR(out_.Append(std::span<const std::byte>(buffer_.get(), n + kTagBytes)));
   ++next_segment_;
   stored_size_ += n + kTagBytes;
   return Status::Ok();
@@ -65,12 +66,12 @@ Status PhgEncoder::Append(std::span<const std::byte> data) {
       continue;
     }
     size_t take = std::min(data.size(), size_t{segment_size_} - fill_);
-    std::memcpy(buffer_.data() + fill_, data.data(), take);
+    std::memcpy(buffer_.get() + fill_, data.data(), take);
     fill_ += take;
     data = data.subspan(take);
     plaintext_size_ += take;
     if (fill_ == segment_size_) {
-      Status s = SealAndWrite(std::span<const std::byte>(buffer_.data(), fill_), false);
+      Status s = SealAndWrite(std::span<const std::byte>(buffer_.get(), fill_), false);
       if (!s.ok()) return Fail(s);
       fill_ = 0;
     }
@@ -78,10 +79,19 @@ Status PhgEncoder::Append(std::span<const std::byte> data) {
   return Status::Ok();
 }
 
-Status PhgEncoder::Finish() {
+Status PhgEncoder::Finish(std::span<const std::byte> tail) {
   if (!error_.ok()) return error_;
   if (finished_) return Status::Internal("phg: Finish called twice");
-  Status s = SealAndWrite(std::span<const std::byte>(buffer_.data(), fill_), /*last=*/true);
+  if (fill_ == 0 && tail.size() < segment_size_) {
+    // Seal the last segment straight from the caller's bytes: no copy.
+    plaintext_size_ += tail.size();
+    Status s = SealAndWrite(tail, /*last=*/true);
+    if (!s.ok()) return Fail(s);
+    finished_ = true;
+    return Status::Ok();
+  }
+  PHI_RETURN_IF_ERROR(Append(tail));
+  Status s = SealAndWrite(std::span<const std::byte>(buffer_.get(), fill_), /*last=*/true);
   if (!s.ok()) return Fail(s);
   fill_ = 0;
   finished_ = true;

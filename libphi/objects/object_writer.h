@@ -36,6 +36,13 @@ class ObjectWriter {
   virtual const std::string& object_id() const = 0;
   virtual Status Append(std::span<const std::byte> data) = 0;
   virtual Result<ObjectInfo> Finish() = 0;
+  // Append(tail) then Finish(), where a backend may seal `tail` straight from
+  // the caller's bytes instead of copying it into its segment buffer (the
+  // common case: a whole object in memory, written at once).
+  virtual Result<ObjectInfo> AppendAndFinish(std::span<const std::byte> tail) {
+    PHI_RETURN_IF_ERROR(Append(tail));
+    return Finish();
+  }
   virtual void Abort() = 0;
 };
 using ObjectWriterPtr = std::unique_ptr<ObjectWriter>;
@@ -54,8 +61,10 @@ class PhgEncoder {
   PhgEncoder& operator=(const PhgEncoder&) = delete;
 
   Status Append(std::span<const std::byte> data);
-  // Seals and writes the final (possibly empty) segment. Call once.
-  Status Finish();
+  // Seals and writes the final (possibly empty) segment. Call once. With a
+  // `tail`, the same as Append(tail) then Finish(), without copying the tail
+  // into the segment buffer when nothing is buffered.
+  Status Finish(std::span<const std::byte> tail = {});
 
   uint64_t plaintext_size() const { return plaintext_size_; }
   uint64_t stored_size() const { return stored_size_; }
@@ -72,8 +81,10 @@ class PhgEncoder {
   const uint32_t segment_size_;
   WritableFile& out_;
   crypto::AesGcm& aead_;
-  std::vector<std::byte> buffer_;  // segment_size_ + kTagBytes
-  size_t fill_ = 0;                // plaintext bytes buffered
+  // segment_size_ + kTagBytes, not zero-filled. Plaintext only ever lies in
+  // [0, fill_) (sealing overwrites it in place), so only that is wiped.
+  std::unique_ptr<std::byte[]> buffer_;
+  size_t fill_ = 0;  // plaintext bytes buffered
   uint64_t next_segment_ = 0;
   uint64_t plaintext_size_ = 0;
   uint64_t stored_size_ = 0;

@@ -254,9 +254,7 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
   ni.pending = true;
   std::future<Status> rows =
       catalog_.WriteAsync([&](index::WriteTxn& txn) { return write_rows(txn, false); });
-  Status st = writer->Append(part10);
-  Result<objects::ObjectInfo> info =
-      st.ok() ? writer->Finish() : Result<objects::ObjectInfo>(std::move(st));
+  Result<objects::ObjectInfo> info = writer->AppendAndFinish(part10);
   Status commit = rows.get();  // the closure's captures stay alive until here
   if (!info.ok()) {
     writer->Abort();

@@ -52,14 +52,18 @@ class FsObjectStoreTest : public ::testing::Test {
     store_ = std::move(s).value();
   }
 
-  // Writes `data` in chunks of `chunk` bytes (0: one Append).
-  Result<ObjectInfo> Put(std::span<const std::byte> data, size_t chunk = 0) {
+  // Writes `data` in chunks of `chunk` bytes (0: one Append). With
+  // `tail_in_finish`, the last chunk goes through AppendAndFinish.
+  Result<ObjectInfo> Put(std::span<const std::byte> data, size_t chunk = 0,
+                         bool tail_in_finish = false) {
     PHI_ASSIGN_OR_RETURN(ObjectWriterPtr w, store_->NewObject(key_id_, *key_));
     if (chunk == 0) chunk = std::max<size_t>(data.size(), 1);
     for (size_t off = 0; off < data.size(); off += chunk) {
-      PHI_RETURN_IF_ERROR(w->Append(data.subspan(off, std::min(chunk, data.size() - off))));
+      auto piece = data.subspan(off, std::min(chunk, data.size() - off));
+      if (tail_in_finish && off + piece.size() == data.size()) return w->AppendAndFinish(piece);
+      PHI_RETURN_IF_ERROR(w->Append(piece));
     }
-    return w->Finish();
+    return tail_in_finish ? w->AppendAndFinish({}) : w->Finish();
   }
 
   Result<std::vector<std::byte>> GetAll(const std::string& id, crypto::AesGcm& key,
@@ -89,20 +93,23 @@ TEST_F(FsObjectStoreTest, RoundTripSizesAroundSegmentBoundaries) {
   for (size_t n : {size_t{0}, size_t{1}, size_t{kSeg - 1}, size_t{kSeg}, size_t{kSeg + 1},
                    size_t{kSeg * 7 / 2}}) {
     for (size_t chunk : {size_t{0}, size_t{1000}, size_t{kSeg}, size_t{kSeg + 3}}) {
-      SCOPED_TRACE(::testing::Message() << "size " << n << " chunk " << chunk);
-      std::vector<std::byte> data = Pattern(n * 31 + chunk, n);
-      auto info = Put(data, chunk);
-      ASSERT_TRUE(info.ok()) << info.status().ToString();
-      EXPECT_EQ(info->plaintext_size, n);
-      EXPECT_EQ(info->stored_size, phg::StoredSize(n, kSeg));
-      fs::path p = store_->ObjectPath(info->object_id);
-      EXPECT_EQ(fs::file_size(p), info->stored_size);
-      EXPECT_EQ(p.parent_path().filename().string(), info->object_id.substr(2, 2));
-      EXPECT_EQ(p.parent_path().parent_path().filename().string(), info->object_id.substr(0, 2));
-      EXPECT_EQ(p.parent_path().parent_path().parent_path(), dir_.path() / "objects");
-      auto back = GetAll(info->object_id);
-      ASSERT_TRUE(back.ok()) << back.status().ToString();
-      EXPECT_EQ(*back, data);
+      for (bool tail_in_finish : {false, true}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "size " << n << " chunk " << chunk << " tail in finish " << tail_in_finish);
+        std::vector<std::byte> data = Pattern(n * 31 + chunk, n);
+        auto info = Put(data, chunk, tail_in_finish);
+        ASSERT_TRUE(info.ok()) << info.status().ToString();
+        EXPECT_EQ(info->plaintext_size, n);
+        EXPECT_EQ(info->stored_size, phg::StoredSize(n, kSeg));
+        fs::path p = store_->ObjectPath(info->object_id);
+        EXPECT_EQ(fs::file_size(p), info->stored_size);
+        EXPECT_EQ(p.parent_path().filename().string(), info->object_id.substr(2, 2));
+        EXPECT_EQ(p.parent_path().parent_path().filename().string(), info->object_id.substr(0, 2));
+        EXPECT_EQ(p.parent_path().parent_path().parent_path(), dir_.path() / "objects");
+        auto back = GetAll(info->object_id);
+        ASSERT_TRUE(back.ok()) << back.status().ToString();
+        EXPECT_EQ(*back, data);
+      }
     }
   }
   EXPECT_TRUE(FilesUnder(dir_.path() / "tmp").empty());
