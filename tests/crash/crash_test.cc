@@ -94,6 +94,7 @@ TEST(CrashTest, KillNineNeverLosesAnAcknowledgedObject) {
   std::map<std::string, size_t> acked;
   constexpr int kKills = 60;
   int kills_with_progress = 0;
+  size_t unacked_rows_removed = 0;  // pending rows whose object never became durable
   for (int run = 1; run <= kKills; ++run) {
     const size_t before = acked.size();
     std::istringstream lines(RunAndKill(root.string(), kek, run, run == 1 ? 400 : ms(rng)));
@@ -116,6 +117,10 @@ TEST(CrashTest, KillNineNeverLosesAnAcknowledgedObject) {
     auto rec = (*stack)->Recover();
     ASSERT_TRUE(rec.ok()) << rec.status().ToString();
     EXPECT_EQ(rec->missing_objects, 0u) << "run " << run;
+    unacked_rows_removed += rec->unacknowledged_rows_removed;
+    auto pending = (*stack)->catalog().ListPendingObjectIds();
+    ASSERT_TRUE(pending.ok());
+    EXPECT_TRUE(pending->empty()) << "recovery leaves no pending row (run " << run << ")";
     EXPECT_EQ(CountFiles(root / "tmp"), 0u) << "run " << run;
     auto counts = (*stack)->catalog().CountObjects();
     ASSERT_TRUE(counts.ok());
@@ -155,8 +160,10 @@ TEST(CrashTest, KillNineNeverLosesAnAcknowledgedObject) {
       EXPECT_EQ(seen, static_cast<size_t>(counts->instances));
     }
   }
-  std::printf("crash test: %d kills, %d with new acknowledgements, %zu objects acknowledged\n",
-              kKills, kills_with_progress, acked.size());
+  std::printf(
+      "crash test: %d kills, %d with new acknowledgements, %zu objects acknowledged, %zu "
+      "unacknowledged pending rows removed by recovery\n",
+      kKills, kills_with_progress, acked.size(), unacked_rows_removed);
   EXPECT_GE(kills_with_progress, kKills / 2) << "most kills must land while storing";
   EXPECT_GE(acked.size(), 200u);
 }
