@@ -808,6 +808,13 @@ Status SqliteCatalog::Init() {
     readers_.push_back(std::move(r));
   }
 
+  if (options_.checkpoint_pages > 0) {
+    PHI_ASSIGN_OR_RETURN(checkpoint_db_, Db::Open(path_.string(), SQLITE_OPEN_READWRITE, Vfs()));
+    PHI_RETURN_IF_ERROR(ApplyPragmas(*checkpoint_db_, options_.busy_timeout_ms, false));
+    // Replaces SQLite's auto-checkpoint hook on the writer connection.
+    sqlite3_wal_hook(writer_db_->raw(), &SqliteCatalog::WalHook, this);
+    checkpointer_ = std::thread([this] { CheckpointerLoop(); });
+  }
   writer_ = std::thread([this] { WriterLoop(); });
   writer_id_ = writer_.get_id();
   return Status::Ok();
@@ -883,6 +890,13 @@ SqliteCatalog::~SqliteCatalog() {
   }
   cv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard<std::mutex> lk(ckpt_mu_);
+    ckpt_stop_ = true;
+  }
+  ckpt_cv_.notify_all();
+  if (checkpointer_.joinable()) checkpointer_.join();
+  checkpoint_db_.reset();
   // Statements are finalized and connections closed by ~Db (readers first).
   readers_.clear();
   writer_db_.reset();
@@ -1040,6 +1054,40 @@ void SqliteCatalog::WriterLoop() {
       RunBatch(batch);  // an empty batch only clears pending flags
     }
     if (final_flush) return;
+  }
+}
+
+int SqliteCatalog::WalHook(void* self, sqlite3*, const char*, int pages) {
+  auto* c = static_cast<SqliteCatalog*>(self);
+  if (pages >= c->options_.checkpoint_pages) {
+    {
+      std::lock_guard<std::mutex> lk(c->ckpt_mu_);
+      c->ckpt_wanted_ = true;
+    }
+    c->ckpt_cv_.notify_one();
+  }
+  return SQLITE_OK;
+}
+
+void SqliteCatalog::CheckpointerLoop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lk(ckpt_mu_);
+      ckpt_cv_.wait(lk, [this] { return ckpt_wanted_ || ckpt_stop_; });
+      if (ckpt_stop_) return;
+      ckpt_wanted_ = false;
+    }
+    // PASSIVE: copies what no reader pins, never blocks the writer; the
+    // writer restarts the WAL from the top once a checkpoint completed.
+    int log_pages = 0, done_pages = 0;
+    int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                       &log_pages, &done_pages);
+    if (rc == SQLITE_OK) {
+      stat_checkpoints_.fetch_add(1, std::memory_order_relaxed);
+    } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+      PHI_LOG(kWarning, "catalog background checkpoint failed",
+              {{"error", log::Safe(sqlite3_errstr(rc))}});
+    }
   }
 }
 

@@ -41,6 +41,8 @@
 #include "libphi/index/catalog.h"
 #include "libphi/util/env.h"
 
+struct sqlite3;
+
 namespace phi::index {
 
 class Db;
@@ -71,6 +73,12 @@ class SqliteCatalog final : public Catalog {
     // commit instead of alternating between small ones. Never waits when the
     // previous batch had one closure (a lone writer). 0 disables.
     std::chrono::microseconds commit_delay{500};
+    // WAL checkpoints (PASSIVE) run on a background thread with their own
+    // connection once the WAL holds this many pages, instead of SQLite's
+    // auto-checkpoint inside the COMMIT of whichever batch crosses the
+    // threshold (a latency spike for every caller of that batch). 0 keeps
+    // SQLite's auto-checkpoint.
+    int checkpoint_pages = 1000;
     int busy_timeout_ms = 10000;  // PRAGMA busy_timeout on every connection
     // MAC of the audit chain (the vault's HMAC under its derived audit key).
     // Called only by AppendAudit, on the writer thread - never at Open or by
@@ -150,6 +158,8 @@ class SqliteCatalog final : public Catalog {
   // catalog) is only available after Open, so the check cannot run in Open.
   void WriterLoop();
   void RunBatch(std::vector<Job*>& batch);
+  void CheckpointerLoop();
+  static int WalHook(void* self, sqlite3* db, const char* name, int pages);
   void RunRaw(Job* job);
   void SetSticky(const Status& s);
   // Queues job (or completes it at once with the refusal); the future is its result.
@@ -182,6 +192,14 @@ class SqliteCatalog final : public Catalog {
   size_t last_batch_ = 1;       // touched only by the writer thread
   // Object ids whose kInstancePending flag the next batch clears.
   std::vector<std::string> to_clear_;  // guarded by mu_
+
+  // Background checkpointer.
+  std::unique_ptr<Db> checkpoint_db_;
+  std::thread checkpointer_;
+  std::mutex ckpt_mu_;
+  std::condition_variable ckpt_cv_;  // guarded by ckpt_mu_: ckpt_wanted_ or ckpt_stop_
+  bool ckpt_wanted_ = false;         // guarded by ckpt_mu_
+  bool ckpt_stop_ = false;           // guarded by ckpt_mu_
 
   // Reader pool.
   std::mutex readers_mu_;

@@ -925,5 +925,29 @@ TEST_F(CatalogTest, PendingClearsAreFlushedWhenIdleAndAtClose) {
   EXPECT_EQ(RawQueryInt(DbPath(), "SELECT count(*) FROM instances"), 2);
 }
 
+// Checkpoints run on a background thread once the WAL passes the threshold,
+// so the WAL stays bounded without any COMMIT paying for a checkpoint.
+TEST_F(CatalogTest, BackgroundCheckpointsKeepTheWalBounded) {
+  SqliteCatalog::Options o;
+  o.checkpoint_pages = 16;
+  auto c = OpenCatalog(o);
+  ASSERT_NE(c, nullptr);
+  const std::string value(8000, 'v');  // ~2 pages per commit
+  for (int i = 0; i < 400; ++i) {
+    Status s =
+        c->Write([&](WriteTxn& t) { return t.PutMeta("k" + std::to_string(i % 50), value); });
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    if (i % 50 == 49) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  for (int i = 0; i < 100 && c->stats().checkpoints == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GT(c->stats().checkpoints, 0u);
+  // 400 commits of ~8 KB would be over 3 MB of WAL without checkpoints; the
+  // WAL is reused from its start after each completed checkpoint.
+  EXPECT_LT(std::filesystem::file_size(DbPath().string() + "-wal"), 2u << 20);
+  EXPECT_EQ(c->GetMeta("k7").value(), value);
+}
+
 }  // namespace
 }  // namespace phi::index
