@@ -202,7 +202,7 @@ class BackupTest(unittest.TestCase):
         files = [l.split(" ") for l in manifest if l.startswith("file ")]
         self.assertEqual(files[0][3], "catalog.db")
         self.assertEqual(len(files) - 1, rep["objects"])
-        self.assertIn("kek_ids kek-1", manifest)
+        self.assertIn("kek_ids dev-kek-1", manifest)
         db = sqlite3.connect("file:%s/catalog.db?mode=ro" % bdir, uri=True)
         (n_inst,) = db.execute("SELECT count(*) FROM instances").fetchone()
         (n_orphan,) = db.execute(
