@@ -256,9 +256,6 @@ int Call(const std::string& socket_path, const std::string& command, const json&
 int WaitForJob(const std::string& socket_path, const std::string& kind, int64_t job, bool raw_json,
                json* result) {
   const bool bar = !raw_json && ::isatty(STDERR_FILENO);
-  int64_t last_bytes = 0;
-  auto last_t = std::chrono::steady_clock::now();
-  double rate = 0;
   for (;;) {
     json st;
     int rc = Call(socket_path, kind + " status", json{{"job", job}}, raw_json, &st);
@@ -278,14 +275,10 @@ int WaitForJob(const std::string& socket_path, const std::string& kind, int64_t 
       int64_t done = p.value(is_backup ? "objects_done" : "checked", int64_t{0});
       int64_t total = p.value(is_backup ? "objects_total" : "total", int64_t{0});
       int64_t bytes = p.value(is_backup ? "bytes_done" : "bytes", int64_t{0});
-      auto now = std::chrono::steady_clock::now();
-      double dt = std::chrono::duration<double>(now - last_t).count();
-      if (dt > 0.2) {
-        double inst = static_cast<double>(bytes - last_bytes) / dt / 1e6;
-        rate = rate == 0 ? inst : 0.7 * rate + 0.3 * inst;
-        last_bytes = bytes;
-        last_t = now;
-      }
+      // Average since the job started (the daemon's clock).
+      const int64_t ms = st.value("elapsed_ms", int64_t{0});
+      const double rate =
+          ms > 0 ? static_cast<double>(bytes) / (static_cast<double>(ms) / 1e3) / 1e6 : 0;
       constexpr int kWidth = 30;
       int filled =
           total > 0 ? static_cast<int>(kWidth * std::min<int64_t>(done, total) / total) : 0;
@@ -556,6 +549,10 @@ int main(int argc, char** argv) {
                   Str(p, "study_pk").c_str(), Str(p, "detail").c_str());
     }
   } else if (command == "backup" && result.is_object()) {
+    std::string kek_list;
+    for (const auto& k : result.value("kek_ids", json::array())) {
+      kek_list += (kek_list.empty() ? "" : " ") + (k.is_string() ? k.get<std::string>() : k.dump());
+    }
     std::printf(
         "backup OK: %s\n  %lld studies, %lld objects (%s), catalog %s\n"
         "  storage %s, needs KEK %s\n  MANIFEST sha256 %s\n",
