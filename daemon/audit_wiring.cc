@@ -404,6 +404,9 @@ std::unique_ptr<AuditWiring> RegisterAuditCommands(admin::AdminServer& admin,
         PHI_ASSIGN_OR_RETURN(std::string uid, Str(args, "study", false));
         services::VerifyOptions opts;
         if (!uid.empty()) opts.study_instance_uid = uid;
+        opts.expected_unreferenced = [g = &stack.removal_gate()](const std::string& id) {
+          return g->IsDeferred(id);
+        };
         auto it = args.find("progress");
         if (it == args.end() || !it->is_boolean() || !it->get<bool>()) {
           PHI_ASSIGN_OR_RETURN(services::IntegrityReport r,

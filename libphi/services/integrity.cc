@@ -149,6 +149,7 @@ Result<IntegrityReport> VerifyStorage(vault::KeyVault& vault, index::Catalog& ca
   std::unordered_set<std::string> now_ref(now_referenced.begin(), now_referenced.end());
   for (const auto& id : on_disk) {
     if (referenced.count(id) != 0 || now_ref.count(id) != 0) continue;
+    if (opts.expected_unreferenced && opts.expected_unreferenced(id)) continue;
     // Recovery removes these at start-up; one found here appeared while
     // running (an erasure's unlink held back by a running backup, or a failed unlink).
     Add(rep, "orphan_object", 0, "object:" + id, "no catalog row");
@@ -188,8 +189,15 @@ std::chrono::nanoseconds RateLimiter::Reserve(int64_t bytes, MonotonicTime now) 
 }
 
 Scrubber::Scrubber(vault::KeyVault& vault, index::Catalog& catalog, objects::ObjectStore& objects,
-                   StudyKeys& keys, const config::ScrubConfig& cfg, Env& env)
-    : vault_(vault), catalog_(catalog), objects_(objects), keys_(keys), cfg_(cfg), env_(env) {
+                   StudyKeys& keys, const config::ScrubConfig& cfg, Env& env,
+                   std::function<bool(const std::string&)> expected_unreferenced)
+    : vault_(vault),
+      catalog_(catalog),
+      objects_(objects),
+      keys_(keys),
+      cfg_(cfg),
+      env_(env),
+      expected_unreferenced_(std::move(expected_unreferenced)) {
   status_.enabled = cfg.enabled;
   status_.rate_mb_per_s = cfg.rate_mb_per_s;
   status_.interval_hours = cfg.interval_hours;
@@ -252,6 +260,7 @@ Result<IntegrityReport> Scrubber::RunPass() {
   const double rate = static_cast<double>(cfg_.rate_mb_per_s) * 1024.0 * 1024.0;
   RateLimiter limiter(rate, std::max(rate / 4, 4.0 * 1024 * 1024));
   VerifyOptions opts;
+  opts.expected_unreferenced = expected_unreferenced_;
   opts.on_bytes = [&](int64_t n) -> Status {
     std::chrono::nanoseconds wait = limiter.Reserve(n, env_.Monotonic());
     if (!WaitFor(wait)) return Status::Unavailable("scrub stopped");

@@ -70,6 +70,9 @@ struct VerifyOptions {
   // Before each decrypted chunk is accepted, with its size (the scrub's rate
   // limit); a non-OK status stops the run with that status.
   std::function<Status(int64_t bytes)> on_bytes;
+  // Files for which this returns true are not reported as orphans (erased
+  // objects whose unlink a running backup holds back: RemovalGate::IsDeferred).
+  std::function<bool(const std::string& object_id)> expected_unreferenced;
 };
 
 Result<IntegrityReport> VerifyStorage(vault::KeyVault& vault, index::Catalog& catalog,
@@ -116,8 +119,10 @@ struct ScrubStatus {
 
 class Scrubber {
  public:
+  // expected_unreferenced: see VerifyOptions (may be empty).
   Scrubber(vault::KeyVault& vault, index::Catalog& catalog, objects::ObjectStore& objects,
-           StudyKeys& keys, const config::ScrubConfig& cfg, Env& env);
+           StudyKeys& keys, const config::ScrubConfig& cfg, Env& env,
+           std::function<bool(const std::string&)> expected_unreferenced = nullptr);
   ~Scrubber();  // Stop()
   Scrubber(const Scrubber&) = delete;
   Scrubber& operator=(const Scrubber&) = delete;
@@ -145,6 +150,7 @@ class Scrubber {
   StudyKeys& keys_;
   const config::ScrubConfig cfg_;
   Env& env_;
+  const std::function<bool(const std::string&)> expected_unreferenced_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;

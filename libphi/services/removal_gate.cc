@@ -52,6 +52,14 @@ size_t RemovalGate::deferred() const {
   return deferred_.size();
 }
 
+bool RemovalGate::IsDeferred(std::string_view object_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& id : deferred_) {
+    if (id == object_id) return true;
+  }
+  return false;
+}
+
 size_t RemovalGate::holds() const {
   std::lock_guard<std::mutex> lock(mu_);
   return holds_;

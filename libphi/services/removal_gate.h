@@ -56,6 +56,9 @@ class RemovalGate final : public objects::ObjectStore {
 
   size_t deferred() const;
   size_t holds() const;
+  // Whether an unlink of this object is queued (verify/scrub: such a file is
+  // an erased object waiting for a backup to end, not an orphan to report).
+  bool IsDeferred(std::string_view object_id) const;
 
  private:
   void Acquire();

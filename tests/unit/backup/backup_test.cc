@@ -266,6 +266,15 @@ TEST_F(BackupTest, ErasureDuringABackupIsHeldBackAndTheBackupStaysWhole) {
       // Held back: still on disk.
       EXPECT_EQ(ObjectFiles(storage_.path()).size(), 5u);
       EXPECT_EQ(gate_->deferred(), 2u);
+      // verify/scrub during the hold: the held files are orphans for a plain
+      // check, expected ones when it asks the gate.
+      services::VerifyOptions plain;
+      auto v = services::VerifyStorage(*vault_, *catalog_, *objects_, *keys_, plain);
+      EXPECT_TRUE(v.ok() && v->problem_count == 2);
+      services::VerifyOptions gated;
+      gated.expected_unreferenced = [&](const std::string& id) { return gate_->IsDeferred(id); };
+      v = services::VerifyStorage(*vault_, *catalog_, *objects_, *keys_, gated);
+      EXPECT_TRUE(v.ok() && v->ok());
     }
     return true;
   });
