@@ -5,7 +5,10 @@
 //
 // Every command is passed through as {"command": <command>, "args": {key: value}},
 // so commands the daemon adds later need nothing here; `status` (and `help`) also
-// have a human-readable rendering. Exit codes: 0 ok, 1 command failed, 2 usage,
+// have a human-readable rendering. `verify` and `backup DIR` run as daemon jobs:
+// started, then polled with "<command> status --job N" (a progress bar on a
+// terminal, never on a pipe or with --json). `restore DIR` is offline: it execs
+// `phigated --config FILE --restore DIR`. Exit codes: 0 ok, 1 command failed, 2 usage,
 // 3 cannot connect, 4 permission denied, 5 a verification found a problem.
 #include <limits.h>
 #include <poll.h>
