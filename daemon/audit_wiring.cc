@@ -3,12 +3,18 @@
 #include <openssl/crypto.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
+#include <deque>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 
 #include "libphi/audit/audit_atna.h"
 #include "libphi/audit/audit_export.h"
 #include "libphi/audit/cms_signer.h"
+#include "libphi/backup/backup.h"
 #include "libphi/services/integrity.h"
 #include "libphi/services/retention.h"
 #include "libphi/util/log.h"
@@ -68,12 +74,178 @@ Result<std::string> CertificateDocument(const audit::AuditRecord& r) {
   return j.dump();
 }
 
+// Long admin operations (verify with progress, backup) run as background
+// jobs: the command returns a job id at once and the client polls
+// "<kind> status --job N" for progress and the result, so no admin
+// connection is held for hours and a progress bar needs no streaming.
+// At most one job of each kind runs at a time; the last kKeptJobs are kept
+// for polling. Stop() (SIGTERM) makes the progress callbacks return false.
+class Jobs {
+ public:
+  using Report = std::function<bool(json progress)>;
+  using Fn = std::function<Result<json>(const Report&)>;
+
+  explicit Jobs(Env& env) : env_(env) {}
+  ~Jobs() { Stop(); }
+
+  Result<int64_t> Start(const std::string& kind, Fn fn) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return Status::Unavailable("phigated is stopping");
+    for (const auto& j : jobs_) {
+      if (j->kind == kind && !j->done) {
+        return Status::Unavailable("a " + kind + " is already running (job " +
+                                   std::to_string(j->id) + ")");
+      }
+    }
+    auto job = std::make_shared<Job>();
+    job->id = ++last_id_;
+    job->kind = kind;
+    job->started = env_.Monotonic();
+    job->progress = json::object();
+    jobs_.push_back(job);
+    while (jobs_.size() > kKeptJobs && jobs_.front()->done) {
+      if (jobs_.front()->thread.joinable()) jobs_.front()->thread.join();
+      jobs_.pop_front();
+    }
+    job->thread = std::thread([this, job, fn = std::move(fn)] {
+      Result<json> r = fn([this, job](json p) {
+        std::lock_guard<std::mutex> l(mu_);
+        job->progress = std::move(p);
+        return !stopping_;
+      });
+      std::lock_guard<std::mutex> l(mu_);
+      job->result = std::move(r);
+      job->finished = env_.Monotonic();
+      job->done = true;
+    });
+    return job->id;
+  }
+
+  // The job's state; a finished job that failed returns its error.
+  Result<json> Poll(const std::string& kind, int64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& j : jobs_) {
+      if (j->id != id || j->kind != kind) continue;
+      auto end = j->done ? j->finished : env_.Monotonic();
+      json out{{"job", j->id},
+               {"running", !j->done},
+               {"elapsed_ms",
+                std::chrono::duration_cast<std::chrono::milliseconds>(end - j->started).count()},
+               {"progress", j->progress}};
+      if (j->done) {
+        if (!j->result.ok()) return j->result.status();
+        out["result"] = *j->result;
+      }
+      return out;
+    }
+    return Status::NotFound("no " + kind + " job " + std::to_string(id));
+  }
+
+  json Running() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    json out = json::array();
+    for (const auto& j : jobs_) {
+      if (!j->done) out.push_back({{"job", j->id}, {"kind", j->kind}, {"progress", j->progress}});
+    }
+    return out;
+  }
+
+  void Stop() {
+    std::deque<std::shared_ptr<Job>> all;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      all = jobs_;
+    }
+    for (auto& j : all) {
+      if (j->thread.joinable()) j->thread.join();
+    }
+  }
+
+ private:
+  static constexpr size_t kKeptJobs = 16;
+  struct Job {
+    int64_t id = 0;
+    std::string kind;
+    MonotonicTime started, finished;
+    bool done = false;  // GUARDED_BY(mu_)
+    json progress;      // GUARDED_BY(mu_)
+    Result<json> result = Status::Internal("not finished");
+    std::thread thread;
+  };
+  Env& env_;
+  mutable std::mutex mu_;
+  std::deque<std::shared_ptr<Job>> jobs_;  // GUARDED_BY(mu_)
+  int64_t last_id_ = 0;                    // GUARDED_BY(mu_)
+  bool stopping_ = false;                  // GUARDED_BY(mu_)
+};
+
+json ReportJson(const services::IntegrityReport& r) {
+  json problems = json::array();
+  for (const auto& p : r.problems) {
+    problems.push_back(
+        {{"kind", p.kind}, {"study_pk", p.study_pk}, {"object", p.object}, {"detail", p.detail}});
+  }
+  return json{{"ok", r.ok()},
+              {"studies", r.studies},
+              {"instances", r.instances},
+              {"bytes", r.bytes},
+              {"problem_count", r.problem_count},
+              {"problems", std::move(problems)}};
+}
+
+std::string TimeText(const std::optional<SystemTime>& t) {
+  if (!t) return "";
+  return audit::FormatTimeUs(
+      std::chrono::duration_cast<std::chrono::microseconds>(t->time_since_epoch()).count());
+}
+
+class AuditWiringImpl final : public AuditWiring {
+ public:
+  AuditWiringImpl(services::StorageStack& stack, const config::Config& cfg, Env& env)
+      : jobs(env),
+        scheduler(stack.catalog(), stack.keys(), stack.erasure(), cfg.retention, env),
+        scrubber(stack.vault(), stack.catalog(), stack.objects(), stack.keys(), cfg.integrity.scrub,
+                 env) {}
+  ~AuditWiringImpl() override { Stop(); }
+
+  void Stop() override {
+    scrubber.Stop();
+    jobs.Stop();
+  }
+
+  json IntegrityStatus() const override {
+    services::ScrubStatus s = scrubber.status();
+    json scrub{{"enabled", s.enabled},
+               {"state", s.state},
+               {"rate_mb_per_s", s.rate_mb_per_s},
+               {"interval_hours", s.interval_hours},
+               {"passes", s.passes},
+               {"last_started", TimeText(s.last_started)},
+               {"last_finished", TimeText(s.last_finished)},
+               {"next_run", TimeText(s.next_run)},
+               {"last_error", s.last_error}};
+    if (s.state == "running") {
+      scrub["current"] = {{"instances_done", s.current_instances_done},
+                          {"instances_total", s.current_instances_total},
+                          {"bytes", s.current_bytes}};
+    }
+    scrub["last_result"] = s.last_report ? ReportJson(*s.last_report) : json(nullptr);
+    return json{{"scrub", std::move(scrub)}, {"jobs", jobs.Running()}};
+  }
+
+  Jobs jobs;
+  services::RetentionScheduler scheduler;
+  services::Scrubber scrubber;
+};
+
 }  // namespace
 
-std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(admin::AdminServer& admin,
-                                                                    services::StorageStack& stack,
-                                                                    const config::Config& cfg,
-                                                                    Env& env) {
+std::unique_ptr<AuditWiring> RegisterAuditCommands(admin::AdminServer& admin,
+                                                   services::StorageStack& stack,
+                                                   const config::Config& cfg, Env& env) {
+  auto wiring = std::make_unique<AuditWiringImpl>(stack, cfg, env);
+  Jobs& jobs = wiring->jobs;
   const config::RetentionConfig retention = cfg.retention;
   const Path cert_file = cfg.tls.certificate;
   const Path key_file = cfg.tls.private_key;
@@ -226,34 +398,89 @@ std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(admin::Admin
                                {"audit_seqs", r.audit_seqs}};
                  });
 
-  admin.Register("verify", admin::kReadOnly,
-                 [&stack](const json& args, const admin::PeerCred&) -> Result<json> {
-                   PHI_ASSIGN_OR_RETURN(std::string uid, Str(args, "study", false));
-                   std::optional<std::string> one;
-                   if (!uid.empty()) one = uid;
-                   PHI_ASSIGN_OR_RETURN(
-                       services::IntegrityReport r,
-                       services::VerifyStorage(stack.vault(), stack.catalog(), stack.objects(),
-                                               stack.keys(), one, nullptr));
-                   json problems = json::array();
-                   for (const auto& p : r.problems) {
-                     problems.push_back({{"kind", p.kind},
-                                         {"study_pk", p.study_pk},
-                                         {"object", p.object},
-                                         {"detail", p.detail}});
-                   }
-                   return json{{"ok", r.ok()},
-                               {"studies", r.studies},
-                               {"instances", r.instances},
-                               {"bytes", r.bytes},
-                               {"problem_count", r.problem_count},
-                               {"problems", std::move(problems)}};
-                 });
+  admin.Register(
+      "verify", admin::kReadOnly,
+      [&stack, &jobs](const json& args, const admin::PeerCred&) -> Result<json> {
+        PHI_ASSIGN_OR_RETURN(std::string uid, Str(args, "study", false));
+        services::VerifyOptions opts;
+        if (!uid.empty()) opts.study_instance_uid = uid;
+        opts.expected_unreferenced = [g = &stack.removal_gate()](const std::string& id) {
+          return g->IsDeferred(id);
+        };
+        auto it = args.find("progress");
+        if (it == args.end() || !it->is_boolean() || !it->get<bool>()) {
+          PHI_ASSIGN_OR_RETURN(services::IntegrityReport r,
+                               services::VerifyStorage(stack.vault(), stack.catalog(),
+                                                       stack.objects(), stack.keys(), opts));
+          return ReportJson(r);
+        }
+        PHI_ASSIGN_OR_RETURN(
+            int64_t id,
+            jobs.Start("verify",
+                       [&stack, opts](const Jobs::Report& report) mutable -> Result<json> {
+                         opts.progress = [&report](const services::VerifyProgress& p) {
+                           return report(json{{"checked", p.instances_done},
+                                              {"total", p.instances_total},
+                                              {"bytes", p.bytes_done}});
+                         };
+                         PHI_ASSIGN_OR_RETURN(
+                             services::IntegrityReport r,
+                             services::VerifyStorage(stack.vault(), stack.catalog(),
+                                                     stack.objects(), stack.keys(), opts));
+                         return ReportJson(r);
+                       }));
+        return json{{"job", id}};
+      });
 
-  auto scheduler = std::make_unique<services::RetentionScheduler>(stack.catalog(), stack.keys(),
-                                                                  stack.erasure(), retention, env);
-  scheduler->Start();
-  return scheduler;
+  for (const char* kind : {"verify", "backup"}) {
+    admin.Register(std::string(kind) + " status", admin::kReadOnly,
+                   [&jobs, kind](const json& args, const admin::PeerCred&) -> Result<json> {
+                     PHI_ASSIGN_OR_RETURN(int64_t id, Int(args, "job", 0));
+                     if (id < 1) return Status::InvalidArgument("--job N is required");
+                     return jobs.Poll(kind, id);
+                   });
+  }
+
+  admin.Register(
+      "backup", 0,
+      [&stack, &jobs, &env](const json& args, const admin::PeerCred& peer) -> Result<json> {
+        PHI_ASSIGN_OR_RETURN(std::string dir, Str(args, "dir", true));
+        if (dir.size() > 4096) return Status::InvalidArgument("--dir is too long");
+        // Checked now too, so that an obviously wrong DIR fails the command itself.
+        PHI_RETURN_IF_ERROR(backup::CheckBackupDir(dir, stack.objects().root()));
+        backup::BackupRequest req;
+        req.dir = dir;
+        req.actor = Actor(peer);
+        PHI_ASSIGN_OR_RETURN(
+            int64_t id,
+            jobs.Start("backup",
+                       [&stack, &env, req](const Jobs::Report& report) mutable -> Result<json> {
+                         req.progress = [&report](const backup::BackupProgress& p) {
+                           return report(json{{"phase", p.phase},
+                                              {"objects_done", p.objects_done},
+                                              {"objects_total", p.objects_total},
+                                              {"bytes_done", p.bytes_done}});
+                         };
+                         PHI_ASSIGN_OR_RETURN(backup::BackupReport r,
+                                              backup::RunBackup(stack.catalog(), stack.objects(),
+                                                                stack.removal_gate(), env, req));
+                         return json{{"dir", r.dir.string()},
+                                     {"storage_id", r.storage_id},
+                                     {"kek_ids", r.kek_ids},
+                                     {"studies", r.studies},
+                                     {"objects", r.objects},
+                                     {"object_bytes", r.object_bytes},
+                                     {"catalog_bytes", r.catalog_bytes},
+                                     {"manifest_sha256", r.manifest_sha256},
+                                     {"unlinks_held_back", r.unlinks_held_back},
+                                     {"audit_seq", r.audit_seq}};
+                       }));
+        return json{{"job", id}};
+      });
+
+  wiring->scheduler.Start();
+  wiring->scrubber.Start();
+  return wiring;
 }
 
 }  // namespace phi::daemon

@@ -13,8 +13,15 @@
 //   verify [--study UID]          read-only: decrypt every object (GCM tags) and check
 //                                 the catalog against it; problems listed, nothing changed
 //   retention run                 destructive: erase what is due now (as the scheduler)
-// Returns the retention scheduler (started when retention.enabled): keep it
-// alive while the stack is, destroy it before.
+//   verify --progress             the same as a background job: returns {"job": N};
+//   verify status --job N         its progress (checked/total/bytes) and, once done,
+//                                 its result (phigatectl polls this for its progress bar)
+//   backup --dir DIR              starts an online backup job (libphi/backup): {"job": N}
+//   backup status --job N         its progress and, once done, its report or its error
+// Returns the AuditWiring: the retention scheduler (started when
+// retention.enabled), the background scrub (integrity.scrub) and the jobs.
+// Keep it alive while the stack is, destroy it before; Stop() at SIGTERM
+// (jobs and the scrub stop promptly).
 // Every command is itself audited by what it changes (prune, hold) or is
 // read-only. No output carries PHI: audit records never do, certificates hold
 // internal ids and counts.
@@ -22,6 +29,7 @@
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "libphi/admin/admin_server.h"
 #include "libphi/config/config.h"
@@ -31,7 +39,18 @@
 
 namespace phi::daemon {
 
-[[nodiscard]] std::unique_ptr<services::RetentionScheduler> RegisterAuditCommands(
-    admin::AdminServer& admin, services::StorageStack& stack, const config::Config& cfg, Env& env);
+class AuditWiring {
+ public:
+  virtual ~AuditWiring() = default;
+  // Stops the scrub and cancels running jobs; returns when they have stopped.
+  virtual void Stop() = 0;
+  // {"scrub": {...}, "jobs": [...]} for `phigatectl status`.
+  virtual nlohmann::json IntegrityStatus() const = 0;
+};
+
+[[nodiscard]] std::unique_ptr<AuditWiring> RegisterAuditCommands(admin::AdminServer& admin,
+                                                                 services::StorageStack& stack,
+                                                                 const config::Config& cfg,
+                                                                 Env& env);
 
 }  // namespace phi::daemon

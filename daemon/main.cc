@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -30,6 +31,8 @@
 #include "daemon/hl7_wiring.h"
 #include "daemon/web_wiring.h"
 #include "libphi/admin/admin_server.h"
+#include "libphi/audit/audit_log.h"
+#include "libphi/backup/restore.h"
 #include "libphi/config/config.h"
 #include "libphi/config/dev_config.h"
 #include "libphi/config/server.h"
@@ -37,6 +40,7 @@
 #include "libphi/hl7/ack.h"
 #include "libphi/hl7/hl7_server.h"
 #include "libphi/services/ingest.h"
+#include "libphi/services/integrity.h"
 #include "libphi/services/key_rotation.h"
 #include "libphi/services/storage_stack.h"
 #include "libphi/tls/asio_runner.h"
@@ -67,6 +71,7 @@ struct Options {
   std::string check_config;
   std::string print_dev_config;
   std::string log_level;
+  std::string restore;
 };
 
 // What the admin "status" command reports; written by the main thread, read by
@@ -81,6 +86,7 @@ struct DaemonState {
   MonotonicTime started;
   std::vector<Server*> servers;             // set before the admin socket starts; immutable after
   services::StorageStack* stack = nullptr;  // set before the admin socket starts
+  std::function<json()> integrity_status;   // set before the admin socket starts
 };
 
 // One clear line on stderr (and the journal when we run under systemd).
@@ -263,6 +269,7 @@ json StatusJson(DaemonState& state, Env& env) {
           {"dm_uuid_prefix", v.DmUuidPrefix()}}},
         {"disk", disk}}},
       {"counts", counts},
+      {"integrity", state.integrity_status ? state.integrity_status() : json(nullptr)},
       {"log_level", std::string(log::LevelName(state.log_level))},
       {"warnings", state.warnings},
   };
@@ -349,6 +356,102 @@ std::vector<std::string> Warnings(const config::Config& cfg, const VolumeInfo& v
   return w;
 }
 
+// phigated --restore DIR: offline restore of a backup onto the EMPTY storage
+// root of the config (libphi/backup/restore.h), then the normal start-up
+// checks: open the storage with the configured KEKs, recovery, verify every
+// object, verify the audit chain; append a "restore" audit record. Exit 0
+// only if all of it passed.
+int RunRestore(const Options& opts) {
+  Env& env = Env::Default();
+  log::Init(log::Sink::kStderr, log::Level::kNotice);
+  std::vector<config::ConfigError> errors;
+  auto loaded = LoadConfig(opts.config, env, &errors);
+  if (!loaded.ok()) {
+    if (errors.empty()) Fatal(loaded.status().ToString());
+    for (const auto& e : errors) Fatal(ErrorText(e));
+    return kExitFailure;
+  }
+  const config::Config cfg = std::move(loaded).value();
+  const Path dir = Path(opts.restore);
+  if (!dir.is_absolute()) {
+    Fatal("--restore needs an absolute backup directory");
+    return kExitUsage;
+  }
+  VolumeInfo volume;
+  if (Status s = PrepareStorage(cfg.storage, env, &volume); !s.ok()) {
+    Fatal(s.ToString());
+    return kExitFailure;
+  }
+  auto lock = backup::StorageLock::Acquire(cfg.storage.root);
+  if (!lock.ok()) {
+    Fatal(lock.status().ToString());
+    return kExitFailure;
+  }
+  std::vector<std::string> kek_ids;
+  for (const auto& k : cfg.keys.keks) kek_ids.push_back(k.id);
+  std::printf("checking %s (MANIFEST and the SHA-256 of every file)...\n", dir.c_str());
+  std::fflush(stdout);
+  auto restored = backup::RestoreBackup(env, dir, cfg.storage.root, kek_ids);
+  if (!restored.ok()) {
+    Fatal(restored.status().ToString());
+    return kExitFailure;
+  }
+  std::printf("restored %lld objects (%lld bytes) and catalog.db of storage %s, backup of %s\n",
+              static_cast<long long>(restored->objects),
+              static_cast<long long>(restored->object_bytes), restored->storage_id.c_str(),
+              restored->created.c_str());
+  auto opened = services::StorageStack::Open(cfg.keys, cfg.storage, env);
+  if (!opened.ok()) {
+    Fatal(opened.status().WithContext("open the restored storage").ToString());
+    return kExitFailure;
+  }
+  std::unique_ptr<services::StorageStack> stack = std::move(opened).value();
+  if (auto rec = stack->Recover(); !rec.ok()) {
+    Fatal(rec.status().WithContext("storage recovery").ToString());
+    return kExitFailure;
+  }
+  auto rep = services::VerifyStorage(stack->vault(), stack->catalog(), stack->objects(),
+                                     stack->keys(), services::VerifyOptions{});
+  if (!rep.ok()) {
+    Fatal(rep.status().WithContext("verify").ToString());
+    return kExitFailure;
+  }
+  auto chain = audit::Verify(stack->catalog(), stack->AuditMac());
+  if (!chain.ok()) {
+    Fatal(chain.status().WithContext("audit verify").ToString());
+    return kExitFailure;
+  }
+  const bool ok = rep->ok() && chain->ok && rep->instances == restored->objects;
+  std::printf("verify: %lld studies, %lld instances, %lld bytes authenticated, %lld problems\n",
+              static_cast<long long>(rep->studies), static_cast<long long>(rep->instances),
+              static_cast<long long>(rep->bytes), static_cast<long long>(rep->problem_count));
+  for (const auto& p : rep->problems) {
+    std::printf("  %s %s (study_pk %lld): %s\n", p.kind.c_str(), p.object.c_str(),
+                static_cast<long long>(p.study_pk), p.detail.c_str());
+  }
+  std::printf("audit chain %s: %lld records\n", chain->ok ? "OK" : "BROKEN",
+              static_cast<long long>(chain->count));
+  audit::AuditEvent ev;
+  ev.actor = "restore:uid=" + std::to_string(::getuid());
+  ev.action = "restore";
+  ev.object = "storage";
+  ev.outcome = ok ? "ok" : "error:verify";
+  json d{{"dir", dir.string()},
+         {"storage_id", restored->storage_id},
+         {"backup_created", restored->created},
+         {"objects", restored->objects},
+         {"verified_instances", rep->instances},
+         {"problems", rep->problem_count},
+         {"audit_chain_ok", chain->ok}};
+  ev.detail = d.dump();
+  Status s = stack->catalog().Write(
+      [&](index::WriteTxn& txn) -> Status { return txn.AppendAudit(ev).status(); });
+  if (!s.ok()) Fatal(s.WithContext("audit the restore").ToString());
+  std::printf("%s\n", ok && s.ok() ? "restore OK: start phigated on this storage root"
+                                   : "restore FAILED the checks above");
+  return ok && s.ok() ? kExitOk : kExitFailure;
+}
+
 int Run(const Options& opts, sigset_t sigs) {
   Env& env = Env::Default();
   log::Level cli_level = log::Level::kInfo;
@@ -387,6 +490,12 @@ int Run(const Options& opts, sigset_t sigs) {
   VolumeInfo volume;
   if (Status s = PrepareStorage(cfg.storage, env, &volume); !s.ok()) {
     Fatal(s.ToString());
+    return kExitFailure;
+  }
+  // One phigated (or one restore) per storage root, for our whole lifetime.
+  auto storage_lock = backup::StorageLock::Acquire(cfg.storage.root);
+  if (!storage_lock.ok()) {
+    Fatal(storage_lock.status().ToString());
     return kExitFailure;
   }
   // The vault (KEKs), the catalog, the object store, the services; then
@@ -476,7 +585,9 @@ int Run(const Options& opts, sigset_t sigs) {
                            return StatusJson(state, env);
                          });
   RegisterStorageCommands(*admin_server, *stack);
-  auto retention_scheduler = RegisterAuditCommands(*admin_server, *stack, cfg, env);
+  std::unique_ptr<AuditWiring> audit_wiring =
+      RegisterAuditCommands(*admin_server, *stack, cfg, env);
+  state.integrity_status = [w = audit_wiring.get()] { return w->IntegrityStatus(); };
   RegisterIngestCommands(*admin_server, *stack);
 
   auto stop_all = [&](MonotonicTime deadline) {
@@ -568,6 +679,7 @@ int Run(const Options& opts, sigset_t sigs) {
     // SIGTERM / SIGINT: drain and exit.
     PHI_LOG(kNotice, "stopping", {{"signal", sig}});
     Notify("STOPPING=1\nSTATUS=draining");
+    audit_wiring->Stop();  // the scrub and running jobs (verify, backup) stop now
     uint32_t drain_s;
     {
       std::lock_guard<std::mutex> lock(state.mu);
@@ -607,6 +719,9 @@ int main(int argc, char** argv) {
                    "load and validate FILE (config, TLS material, KEKs), then exit 0/1");
     app.add_option("--print-dev-config", opts.print_dev_config,
                    "print the development config for dev dir DIR");
+    app.add_option("--restore", opts.restore,
+                   "offline: restore backup DIR onto the (empty) storage root of --config, "
+                   "verify it, and exit 0/1");
     app.add_option("--log-level", opts.log_level,
                    "debug|info|notice|warning|error|critical (overrides the config)");
     try {
@@ -625,6 +740,7 @@ int main(int argc, char** argv) {
       phi::log::Init(phi::log::Sink::kStderr, phi::log::Level::kWarning);
       return CheckConfig(opts.check_config, phi::Env::Default());
     }
+    if (!opts.restore.empty()) return RunRestore(opts);
     return Run(opts, sigs);
   } catch (const std::exception&) {
     // The text of a library exception may echo input; log only that it happened.

@@ -5,20 +5,28 @@
 //
 // Every command is passed through as {"command": <command>, "args": {key: value}},
 // so commands the daemon adds later need nothing here; `status` (and `help`) also
-// have a human-readable rendering. Exit codes: 0 ok, 1 command failed, 2 usage,
+// have a human-readable rendering. `verify` and `backup DIR` run as daemon jobs:
+// started, then polled with "<command> status --job N" (a progress bar on a
+// terminal, never on a pipe or with --json). `restore DIR` is offline: it execs
+// `phigated --config FILE --restore DIR`. Exit codes: 0 ok, 1 command failed, 2 usage,
 // 3 cannot connect, 4 permission denied, 5 a verification found a problem.
+#include <limits.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
+#include <vector>
 
 #ifndef PHI_VERSION
 #define PHI_VERSION "0.0.0"
@@ -45,7 +53,8 @@ void Usage(FILE* out) {
                "/run/phigate/admin.sock)\n"
                "  --json         print the raw JSON result\n"
                "\n"
-               "commands: status, help (lists what the daemon supports), ...\n"
+               "commands: status, help (lists what the daemon supports), verify, backup DIR,\n"
+               "          restore DIR [--config FILE] (offline: runs phigated --restore), ...\n"
                "exit: 0 ok, 1 command failed, 2 usage, 3 cannot connect, 4 permission denied,\n"
                "      5 a verification (audit verify, verify) found a problem\n");
 }
@@ -121,6 +130,30 @@ void PrintStatus(const json& r) {
   if (r.contains("counts") && r["counts"].is_object()) {
     std::printf("%-10s studies %s, instances %s\n", "counts", Str(r["counts"], "studies").c_str(),
                 Str(r["counts"], "instances").c_str());
+  }
+  if (r.contains("integrity") && r["integrity"].is_object() && r["integrity"].contains("scrub")) {
+    const json& sc = r["integrity"]["scrub"];
+    std::string line = Str(sc, "state");
+    if (sc.value("enabled", false)) {
+      line += ", " + Str(sc, "rate_mb_per_s") + " MiB/s every " + Str(sc, "interval_hours") +
+              " h, " + Str(sc, "passes") + " passes";
+      if (sc.contains("current") && sc["current"].is_object()) {
+        line += ", now " + Str(sc["current"], "instances_done") + "/" +
+                Str(sc["current"], "instances_total") + " objects";
+      }
+      if (sc.contains("last_result") && sc["last_result"].is_object()) {
+        const json& lr = sc["last_result"];
+        line += "; last pass " + Str(sc, "last_finished") + ": " + Str(lr, "instances") +
+                " objects, " + Str(lr, "problem_count") + " problems";
+      }
+      if (!sc.value("last_error", std::string()).empty()) {
+        line += "; last error: " + sc.value("last_error", std::string());
+      }
+      if (!sc.value("next_run", std::string()).empty()) {
+        line += "; next " + sc.value("next_run", std::string());
+      }
+    }
+    std::printf("%-10s %s\n", "scrub", line.c_str());
   }
   std::printf("\n%-10s %-28s %-4s %-10s %6s %9s %8s\n", "LISTENER", "ADDRESS", "TLS", "STATE",
               "OPEN", "ACCEPTED", "REFUSED");
@@ -219,6 +252,75 @@ int Call(const std::string& socket_path, const std::string& command, const json&
   }
   *result = r.contains("result") ? r["result"] : json(nullptr);
   return kOk;
+}
+
+// Polls "<kind> status --job N" until the job is done; on a terminal (and not
+// --json) draws a progress line on stderr. *result is the job's result.
+int WaitForJob(const std::string& socket_path, const std::string& kind, int64_t job, bool raw_json,
+               json* result) {
+  const bool bar = !raw_json && ::isatty(STDERR_FILENO);
+  for (;;) {
+    json st;
+    int rc = Call(socket_path, kind + " status", json{{"job", job}}, raw_json, &st);
+    if (rc != kOk) {
+      if (bar) std::fputs("\n", stderr);
+      return rc;
+    }
+    if (!st.is_object()) return kFailed;
+    if (!st.value("running", true)) {
+      if (bar) std::fputs("\r\033[K", stderr);
+      *result = st.contains("result") ? st["result"] : json(nullptr);
+      return kOk;
+    }
+    if (bar) {
+      const json p = st.value("progress", json::object());
+      const bool is_backup = kind == "backup";
+      int64_t done = p.value(is_backup ? "objects_done" : "checked", int64_t{0});
+      int64_t total = p.value(is_backup ? "objects_total" : "total", int64_t{0});
+      int64_t bytes = p.value(is_backup ? "bytes_done" : "bytes", int64_t{0});
+      // Average since the job started (the daemon's clock).
+      const int64_t ms = st.value("elapsed_ms", int64_t{0});
+      const double rate =
+          ms > 0 ? static_cast<double>(bytes) / (static_cast<double>(ms) / 1e3) / 1e6 : 0;
+      constexpr int kWidth = 30;
+      int filled =
+          total > 0 ? static_cast<int>(kWidth * std::min<int64_t>(done, total) / total) : 0;
+      std::string barstr(static_cast<size_t>(filled), '#');
+      barstr.resize(kWidth, '.');
+      std::fprintf(stderr, "\r\033[K%s [%s] %lld/%lld objects %3d%%  %.1f MB/s%s%s",
+                   is_backup ? "backup" : "verify", barstr.c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total),
+                   total > 0 ? static_cast<int>(100 * std::min<int64_t>(done, total) / total) : 0,
+                   rate, is_backup && p.contains("phase") ? "  " : "",
+                   is_backup && p.contains("phase") ? p.value("phase", std::string()).c_str() : "");
+      std::fflush(stderr);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
+// phigatectl restore DIR: restore is offline (the daemon must not run on the
+// storage root), so it is phigated's job: exec `phigated --config FILE
+// --restore DIR`, phigated found beside this binary, in /usr/sbin, or on PATH.
+int ExecRestore(const std::string& dir, const json& args) {
+  std::string config = "/etc/phigate/phigate.yaml";
+  if (args.contains("config") && args["config"].is_string()) config = args["config"];
+  std::vector<std::string> candidates;
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string s(self, static_cast<size_t>(n));
+    candidates.push_back(s.substr(0, s.rfind('/') + 1) + "phigated");
+  }
+  candidates.push_back("/usr/sbin/phigated");
+  std::vector<const char*> argv = {"phigated",  "--config",  config.c_str(),
+                                   "--restore", dir.c_str(), nullptr};
+  for (const auto& c : candidates) {
+    if (::access(c.c_str(), X_OK) == 0) ::execv(c.c_str(), const_cast<char* const*>(argv.data()));
+  }
+  ::execvp("phigated", const_cast<char* const*>(argv.data()));
+  std::fprintf(stderr, "phigatectl: restore: cannot run phigated: %s\n", std::strerror(errno));
+  return kFailed;
 }
 
 }  // namespace
@@ -327,8 +429,43 @@ int main(int argc, char** argv) {
     args.erase("out");
   }
 
+  // "backup DIR" / "restore DIR": the bare word is the directory.
+  for (const char* verb : {"backup", "restore"}) {
+    const std::string prefix = std::string(verb) + " ";
+    if (command.rfind(prefix, 0) == 0 && command != "backup status") {
+      args["dir"] = command.substr(prefix.size());
+      command = verb;
+    }
+  }
+  if (command == "restore") {
+    if (!args.contains("dir") || !args["dir"].is_string()) {
+      std::fprintf(stderr, "phigatectl: restore needs a backup directory: restore DIR\n");
+      return kUsage;
+    }
+    return ExecRestore(args["dir"].get<std::string>(), args);
+  }
+
   json result;
-  if (command == "audit export") {
+  if (command == "backup" || command == "verify") {
+    if (command == "backup" && (!args.contains("dir") || !args["dir"].is_string())) {
+      std::fprintf(stderr, "phigatectl: backup needs a directory: backup DIR\n");
+      return kUsage;
+    }
+    // Both run as daemon jobs: started, then polled (progress on a terminal).
+    json a = args;
+    a["progress"] = true;
+    json started;
+    if (int rc = Call(socket_path, command, a, raw_json, &started); rc != kOk) return rc;
+    if (!started.is_object() || !started.contains("job")) {
+      std::fprintf(stderr, "phigatectl: unexpected answer to %s\n", command.c_str());
+      return kFailed;
+    }
+    if (int rc =
+            WaitForJob(socket_path, command, started.value("job", int64_t{0}), raw_json, &result);
+        rc != kOk) {
+      return rc;
+    }
+  } else if (command == "audit export") {
     // Pages until the daemon says there is no more; prints one record per line.
     int64_t total = 0;
     for (;;) {
@@ -355,7 +492,9 @@ int main(int argc, char** argv) {
                  static_cast<long long>(total));
     return kOk;
   }
-  if (int rc = Call(socket_path, command, args, raw_json, &result); rc != kOk) return rc;
+  if (command != "backup" && command != "verify") {
+    if (int rc = Call(socket_path, command, args, raw_json, &result); rc != kOk) return rc;
+  }
   if (command == "erasure-certificate" && result.is_object() && !out_prefix.empty()) {
     // The exact signed bytes (no newline added), the signature and the signer.
     struct {
@@ -412,6 +551,20 @@ int main(int argc, char** argv) {
       std::printf("  %s %s (study_pk %s): %s\n", Str(p, "kind").c_str(), Str(p, "object").c_str(),
                   Str(p, "study_pk").c_str(), Str(p, "detail").c_str());
     }
+  } else if (command == "backup" && result.is_object()) {
+    std::string kek_list;
+    for (const auto& k : result.value("kek_ids", json::array())) {
+      kek_list += (kek_list.empty() ? "" : " ") + (k.is_string() ? k.get<std::string>() : k.dump());
+    }
+    std::printf(
+        "backup OK: %s\n  %lld studies, %lld objects (%s), catalog %s\n"
+        "  storage %s, needs KEK %s\n  MANIFEST sha256 %s\n",
+        Str(result, "dir").c_str(), static_cast<long long>(result.value("studies", int64_t{0})),
+        static_cast<long long>(result.value("objects", int64_t{0})),
+        Human(result.value("object_bytes", uint64_t{0})).c_str(),
+        Human(result.value("catalog_bytes", uint64_t{0})).c_str(),
+        Str(result, "storage_id").c_str(), Str(result, "kek_ids").c_str(),
+        Str(result, "manifest_sha256").c_str());
   } else if (command == "erasure-certificate" && result.is_object()) {
     std::printf("%s\n%s", result.value("certificate", std::string()).c_str(),
                 result.value("signature", std::string()).c_str());

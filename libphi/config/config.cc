@@ -392,6 +392,7 @@ class Loader {
   void ReadLifecycle(MapView& top);
   void ReadAudit(MapView& top);
   void ReadRetention(MapView& top);
+  void ReadIntegrity(MapView& top);
 
   // Opens a sub-section; nullopt when absent (defaults stay).
   std::optional<MapView> Section(MapView& parent, std::string_view k) {
@@ -781,6 +782,20 @@ void Loader::ReadRetention(MapView& top) {
   m->Finish();
 }
 
+void Loader::ReadIntegrity(MapView& top) {
+  auto m = Section(top, "integrity");
+  if (!m) return;
+  if (auto s = Section(*m, "scrub")) {
+    auto& sc = config_.integrity.scrub;
+    ReadBool(*s, "enabled", &sc.enabled);
+    ReadUint(*s, "rate_mb_per_s", 1, 10000, &sc.rate_mb_per_s);
+    ReadUint(*s, "interval_hours", 1, 8760, &sc.interval_hours);
+    ReadUint(*s, "start_delay_seconds", 0, 604800, &sc.start_delay_seconds);
+    s->Finish();
+  }
+  m->Finish();
+}
+
 bool Loader::CheckReadableFile(const Path& p, int line, const std::string& key, struct stat* st) {
   if (::stat(p.c_str(), st) != 0) {
     int err = errno;
@@ -1040,6 +1055,7 @@ void Loader::Run(const std::string& text) {
   ReadLifecycle(top);
   ReadAudit(top);
   ReadRetention(top);
+  ReadIntegrity(top);
   top.Finish();
   CheckAll();
 }

@@ -191,6 +191,24 @@ struct RetentionConfig {
   bool operator==(const RetentionConfig&) const = default;
 };
 
+// Background scrub (services/integrity.h): a daemon thread re-reads every
+// object (every AES-GCM tag) and checks the catalog like `phigatectl verify`,
+// at a bounded rate, and reports problems (log + audit); it never modifies.
+struct ScrubConfig {
+  bool enabled = true;
+  uint32_t rate_mb_per_s = 20;         // read budget in MiB/s (1-10000)
+  uint32_t interval_hours = 168;       // from the end of one pass to the start of the next
+  uint32_t start_delay_seconds = 600;  // the first pass starts this long after start-up
+
+  bool operator==(const ScrubConfig&) const = default;
+};
+
+struct IntegrityConfig {
+  ScrubConfig scrub;
+
+  bool operator==(const IntegrityConfig&) const = default;
+};
+
 struct Config {
   Path source;  // the file this was loaded from
   StorageConfig storage;
@@ -204,6 +222,7 @@ struct Config {
   LifecycleConfig lifecycle;
   AuditConfig audit;
   RetentionConfig retention;
+  IntegrityConfig integrity;
 
   bool operator==(const Config&) const = default;
 };

@@ -21,11 +21,12 @@ Result<std::unique_ptr<StorageStack>> StorageStack::Open(const config::KeysConfi
   PHI_ASSIGN_OR_RETURN(s->catalog_, index::SqliteCatalog::Open(storage.root, env, copts));
   PHI_ASSIGN_OR_RETURN(s->objects_, objects::FsObjectStore::Open(storage.root, env));
   PHI_RETURN_IF_ERROR(BootstrapDerivationSecret(*s->vault_, *s->catalog_));
+  s->gate_ = std::make_unique<RemovalGate>(*s->objects_);
   s->keys_ = std::make_unique<StudyKeys>(*s->vault_, *s->catalog_);
-  s->ingest_ = std::make_unique<IngestService>(*s->vault_, *s->catalog_, *s->objects_, *s->keys_,
+  s->ingest_ = std::make_unique<IngestService>(*s->vault_, *s->catalog_, *s->gate_, *s->keys_,
                                                storage.duplicate_policy, env);
   s->erasure_ =
-      std::make_unique<ErasureService>(*s->vault_, *s->catalog_, *s->objects_, *s->keys_, env);
+      std::make_unique<ErasureService>(*s->vault_, *s->catalog_, *s->gate_, *s->keys_, env);
   s->query_ = std::make_unique<QueryService>(*s->vault_, *s->catalog_, *s->objects_, *s->keys_);
   return s;
 }

@@ -17,6 +17,7 @@
 #include "libphi/services/ingest_service.h"
 #include "libphi/services/query_service.h"
 #include "libphi/services/recovery.h"
+#include "libphi/services/removal_gate.h"
 #include "libphi/services/study_keys.h"
 #include "libphi/vault/key_vault.h"
 
@@ -39,6 +40,8 @@ class StorageStack {
   vault::KeyVault& vault() { return *vault_; }
   index::SqliteCatalog& catalog() { return *catalog_; }
   objects::FsObjectStore& objects() { return *objects_; }
+  // What ingest and erasure unlink through: a backup holds it (removal_gate.h).
+  RemovalGate& removal_gate() { return *gate_; }
   StudyKeys& keys() { return *keys_; }
   IngestService& ingest() { return *ingest_; }
   ErasureService& erasure() { return *erasure_; }
@@ -51,6 +54,7 @@ class StorageStack {
   std::unique_ptr<vault::KeyVault> vault_;
   std::unique_ptr<index::SqliteCatalog> catalog_;
   std::unique_ptr<objects::FsObjectStore> objects_;
+  std::unique_ptr<RemovalGate> gate_;
   std::unique_ptr<StudyKeys> keys_;
   std::unique_ptr<IngestService> ingest_;
   std::unique_ptr<ErasureService> erasure_;

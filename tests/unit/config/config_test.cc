@@ -500,6 +500,34 @@ TEST_F(ConfigTest, AllErrorsAreReportedAtOnceInLineOrder) {
   EXPECT_EQ(r.status().message(), expected_msg);
 }
 
+TEST_F(ConfigTest, IntegrityScrubIsReadAndBounded) {
+  std::vector<ConfigError> errs;
+  auto r = LoadFromString(Base() +
+                              "integrity:\n"                   // 16
+                              "  scrub:\n"                     // 17
+                              "    enabled: false\n"           // 18
+                              "    rate_mb_per_s: 5\n"         // 19
+                              "    interval_hours: 24\n"       // 20
+                              "    start_delay_seconds: 0\n",  // 21
+                          "test.yaml", fx_.env(), &errs);
+  ASSERT_TRUE(r.ok()) << Dump(errs);
+  EXPECT_FALSE(r->integrity.scrub.enabled);
+  EXPECT_EQ(r->integrity.scrub.rate_mb_per_s, 5u);
+  EXPECT_EQ(r->integrity.scrub.interval_hours, 24u);
+  EXPECT_EQ(r->integrity.scrub.start_delay_seconds, 0u);
+
+  errs = fx_.Errors(Base() +
+                    "integrity:\n"                // 16
+                    "  scrub:\n"                  // 17
+                    "    rate_mb_per_s: 0\n"      // 18
+                    "    interval_hours: 9999\n"  // 19
+                    "    speed: 3\n");            // 20
+  ExpectError(errs, "integrity.scrub.rate_mb_per_s", 18, "");
+  ExpectError(errs, "integrity.scrub.interval_hours", 19, "");
+  ExpectError(errs, "integrity.scrub.speed", 20, "unknown key");
+  EXPECT_EQ(errs.size(), 3u) << Dump(errs);
+}
+
 TEST_F(ConfigTest, YamlSyntaxErrorHasALine) {
   std::vector<ConfigError> errs;
   auto r = LoadFromString("storage:\n  root: /x\n  bad: [unclosed\nkeys: {}\n", "test.yaml",

@@ -32,6 +32,7 @@ TEST(ShippedConfigTest, EqualsTheCompiledDefaults) {
   EXPECT_EQ(c.lifecycle, defaults.lifecycle);
   EXPECT_EQ(c.audit, defaults.audit);
   EXPECT_EQ(c.retention, defaults.retention);
+  EXPECT_EQ(c.integrity, defaults.integrity);
   EXPECT_EQ(c, defaults);
 }
 
