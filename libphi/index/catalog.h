@@ -57,6 +57,7 @@ struct NewStudy {
   std::optional<Token> accession_token;
   std::optional<int32_t> study_year;  // year of StudyDate only (not PHI under Safe Harbor)
   Blob phi;                           // sealed study/patient attributes
+  std::string source_ae;              // calling AE title of the first store ("" = none)
 };
 
 struct StudyRow {
@@ -76,6 +77,7 @@ struct StudyRow {
   bool legal_hold = false;
   bool conflict = false;
   Blob phi;
+  std::string source_ae;  // calling AE title that first stored into it ("" = none; schema v4)
 };
 
 // Replaces a study's sealed PHI and tokens (HL7 ADT update, conflict flag).

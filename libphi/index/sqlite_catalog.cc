@@ -17,7 +17,7 @@ namespace {
 #define PHI_STUDY_COLS                                                                           \
   "study_pk, key_id, study_uid_token, patient_id_token, accession_token, study_year, "           \
   "modalities, num_series, num_instances, total_bytes, created_at, updated_at, last_access_at, " \
-  "legal_hold, conflict, phi"
+  "legal_hold, conflict, phi, source_ae"
 #define PHI_SERIES_COLS \
   "series_pk, study_pk, series_uid_token, modality, series_number, num_instances, phi"
 #define PHI_INSTANCE_COLS                                                      \
@@ -63,7 +63,8 @@ constexpr const char* kRewrapKey =
 constexpr const char* kDeleteKey = "DELETE FROM study_keys WHERE key_id = ?1";
 constexpr const char* kInsertStudy =
     "INSERT INTO studies(key_id, study_uid_token, patient_id_token, accession_token, study_year,"
-    " created_at, updated_at, last_access_at, phi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)";
+    " created_at, updated_at, last_access_at, phi, source_ae)"
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8)";
 constexpr const char* kUpdateStudyPhi =
     "UPDATE studies SET patient_id_token = ?2, accession_token = ?3, study_year = ?4, phi = ?5,"
     " conflict = ?6, updated_at = ?7 WHERE study_pk = ?1";
@@ -149,6 +150,7 @@ StudyRow ReadStudy(const Stmt& st) {
   r.legal_hold = st.Int(13) != 0;
   r.conflict = st.Int(14) != 0;
   r.phi = st.BlobCol(15);
+  r.source_ae = st.Text(16);  // NULL (none) reads as ""
   return r;
 }
 
@@ -350,6 +352,7 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(CheckOptToken(s.accession_token, "accession_token"));
     PHI_RETURN_IF_ERROR(CheckYear(s.study_year));
     PHI_RETURN_IF_ERROR(CheckBlob(s.phi, "study phi"));
+    PHI_RETURN_IF_ERROR(CheckText(s.source_ae, "source_ae", false));
     Result<StudyRow> existing = FindStudyByUidToken(s.study_uid_token);
     if (existing.ok()) return existing->study_pk;
     if (existing.status().code() != Code::kNotFound) return existing.status();
@@ -361,6 +364,11 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(st.BindOptInt(5, s.study_year));
     PHI_RETURN_IF_ERROR(st.BindInt(6, c_.NowSeconds()));
     PHI_RETURN_IF_ERROR(st.BindBlob(7, s.phi));
+    if (s.source_ae.empty()) {
+      PHI_RETURN_IF_ERROR(st.BindNull(8));
+    } else {
+      PHI_RETURN_IF_ERROR(st.BindText(8, s.source_ae));
+    }
     PHI_RETURN_IF_ERROR(st.Run());
     if (created) *created = true;
     return static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));

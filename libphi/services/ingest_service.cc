@@ -179,6 +179,7 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
     ns.accession_token = acc_token;
     ns.study_year = YearOf(a.study_date);
     ns.phi = study_phi;
+    ns.source_ae = ctx.calling_ae;  // DICOM C-STORE only; STOW-RS: none (retention.h)
     bool created = false;
     PHI_ASSIGN_OR_RETURN(int64_t study_pk, txn.UpsertStudy(ns, &created));
     if (!created) {
