@@ -81,6 +81,7 @@ struct DaemonState {
   MonotonicTime started;
   std::vector<Server*> servers;             // set before the admin socket starts; immutable after
   services::StorageStack* stack = nullptr;  // set before the admin socket starts
+  audit::SyslogForwarder* forwarder = nullptr;  // set before the admin socket starts
 };
 
 // One clear line on stderr (and the journal when we run under systemd).
@@ -263,6 +264,8 @@ json StatusJson(DaemonState& state, Env& env) {
           {"dm_uuid_prefix", v.DmUuidPrefix()}}},
         {"disk", disk}}},
       {"counts", counts},
+      {"audit_forward",
+       state.forwarder != nullptr ? AuditForwardStatusJson(*state.forwarder) : json(nullptr)},
       {"log_level", std::string(log::LevelName(state.log_level))},
       {"warnings", state.warnings},
   };
@@ -477,6 +480,12 @@ int Run(const Options& opts, sigset_t sigs) {
                          });
   RegisterStorageCommands(*admin_server, *stack);
   auto retention_scheduler = RegisterAuditCommands(*admin_server, *stack, cfg, env);
+  auto forwarder = StartAuditForwarding(*stack, cfg, env);
+  if (!forwarder.ok()) {
+    Fatal(forwarder.status().WithContext("audit.forward").ToString());
+    return kExitFailure;
+  }
+  state.forwarder = forwarder->get();
   RegisterIngestCommands(*admin_server, *stack);
 
   auto stop_all = [&](MonotonicTime deadline) {
@@ -544,6 +553,7 @@ int Run(const Options& opts, sigset_t sigs) {
                     {{"status", st}});
           }
         }
+        state.forwarder->Reload(next->audit.forward);
         log::Level new_level = have_cli_level ? cli_level : next->logging.level;
         log::SetLevel(new_level);
         {
