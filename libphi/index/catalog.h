@@ -77,7 +77,6 @@ struct StudyRow {
   bool legal_hold = false;
   bool conflict = false;
   Blob phi;
-  std::string source_ae;  // calling AE title that first stored into it ("" = none; schema v4)
 };
 
 // Replaces a study's sealed PHI and tokens (HL7 ADT update, conflict flag).
@@ -338,6 +337,13 @@ class Catalog : public audit::AuditReader {
   // Every object id referenced by an instance (start-up orphan recovery).
   virtual Result<std::vector<std::string>> ListAllObjectIds() = 0;
   virtual Result<int64_t> StudyTotalBytes(int64_t study_pk) = 0;
+  // The calling AE title that first stored the study (NewStudy::source_ae),
+  // "" when unknown (stored before schema v4, or created by STOW-RS).
+  // NotFound if there is no such study.
+  virtual Result<std::string> GetStudySourceAe(int64_t study_pk) {
+    (void)study_pk;
+    return std::string();
+  }
 
   // HL7 (schema v3).
   virtual Result<std::vector<WorklistRow>> QueryWorklist(const WorklistFilter& f) = 0;

@@ -17,7 +17,7 @@ namespace {
 #define PHI_STUDY_COLS                                                                           \
   "study_pk, key_id, study_uid_token, patient_id_token, accession_token, study_year, "           \
   "modalities, num_series, num_instances, total_bytes, created_at, updated_at, last_access_at, " \
-  "legal_hold, conflict, phi, source_ae"
+  "legal_hold, conflict, phi"
 #define PHI_SERIES_COLS \
   "series_pk, study_pk, series_uid_token, modality, series_number, num_instances, phi"
 #define PHI_INSTANCE_COLS                                                      \
@@ -63,8 +63,12 @@ constexpr const char* kRewrapKey =
 constexpr const char* kDeleteKey = "DELETE FROM study_keys WHERE key_id = ?1";
 constexpr const char* kInsertStudy =
     "INSERT INTO studies(key_id, study_uid_token, patient_id_token, accession_token, study_year,"
-    " created_at, updated_at, last_access_at, phi, source_ae)"
-    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8)";
+    " created_at, updated_at, last_access_at, phi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)";
+// Schema v4: set right after the insert, only when known, so that the study
+// statements above stay valid on older schemas (schema_version_for_test).
+constexpr const char* kSetSourceAe = "UPDATE studies SET source_ae = ?2 WHERE study_pk = ?1";
+constexpr const char* kStudySourceAe =
+    "SELECT ifnull(source_ae, '') FROM studies WHERE study_pk = ?1";
 constexpr const char* kUpdateStudyPhi =
     "UPDATE studies SET patient_id_token = ?2, accession_token = ?3, study_year = ?4, phi = ?5,"
     " conflict = ?6, updated_at = ?7 WHERE study_pk = ?1";
@@ -150,7 +154,6 @@ StudyRow ReadStudy(const Stmt& st) {
   r.legal_hold = st.Int(13) != 0;
   r.conflict = st.Int(14) != 0;
   r.phi = st.BlobCol(15);
-  r.source_ae = st.Text(16);  // NULL (none) reads as ""
   return r;
 }
 
@@ -364,14 +367,16 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(st.BindOptInt(5, s.study_year));
     PHI_RETURN_IF_ERROR(st.BindInt(6, c_.NowSeconds()));
     PHI_RETURN_IF_ERROR(st.BindBlob(7, s.phi));
-    if (s.source_ae.empty()) {
-      PHI_RETURN_IF_ERROR(st.BindNull(8));
-    } else {
-      PHI_RETURN_IF_ERROR(st.BindText(8, s.source_ae));
-    }
     PHI_RETURN_IF_ERROR(st.Run());
+    const int64_t pk = static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));
+    if (!s.source_ae.empty() && c_.schema_version_ >= 4) {
+      PHI_ASSIGN_OR_RETURN(Stmt ae, db_.Prepare(kSetSourceAe));
+      PHI_RETURN_IF_ERROR(ae.BindInt(1, pk));
+      PHI_RETURN_IF_ERROR(ae.BindText(2, s.source_ae));
+      PHI_RETURN_IF_ERROR(ae.Run());
+    }
     if (created) *created = true;
-    return static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));
+    return pk;
   }
 
   Result<StudyRow> FindStudyByUidToken(const Token& t) override {
@@ -1194,6 +1199,18 @@ Result<int64_t> SqliteCatalog::StudyTotalBytes(int64_t study_pk) {
   return QueryOne<int64_t>(
       r.db(), kStudyBytes, [&](Stmt& st) { return st.BindInt(1, study_pk); },
       +[](const Stmt& st) { return st.Int(0); }, "study");
+}
+
+Result<std::string> SqliteCatalog::GetStudySourceAe(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  if (schema_version_ < 4) {  // no column yet: unknown, if the study exists
+    return QueryOne<std::string>(
+        r.db(), kStudyBytes, [&](Stmt& st) { return st.BindInt(1, study_pk); },
+        +[](const Stmt&) { return std::string(); }, "study");
+  }
+  return QueryOne<std::string>(
+      r.db(), kStudySourceAe, [&](Stmt& st) { return st.BindInt(1, study_pk); },
+      +[](const Stmt& st) { return st.Text(0); }, "study");
 }
 
 Result<std::vector<audit::AuditRecord>> SqliteCatalog::ReadAudit(int64_t after_seq, size_t limit) {

@@ -191,6 +191,9 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
   consider(cfg.keep_years);
   for (const auto& r : cfg.rules) consider(r.keep_years);
   if (kmin == 0 || limit == 0) return plan;
+  const bool by_ae =
+      std::any_of(cfg.rules.begin(), cfg.rules.end(),
+                  [](const config::RetentionRule& r) { return !r.source_ae.empty(); });
   const int64_t now_s = UnixSeconds(now);
   const int64_t today = Ymd(now_s);
   index::StudyFilter f;
@@ -207,7 +210,11 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
   for (;;) {
     PHI_ASSIGN_OR_RETURN(index::StudyCandidates c, catalog.QueryStudies(f));
     for (index::StudyRow& row : c.rows) {
-      RetentionMatch match = MatchRetention(cfg, row.modalities, row.source_ae);
+      std::string source_ae;
+      if (by_ae) {
+        PHI_ASSIGN_OR_RETURN(source_ae, catalog.GetStudySourceAe(row.study_pk));
+      }
+      RetentionMatch match = MatchRetention(cfg, row.modalities, source_ae);
       const uint32_t keep = match.keep_years;
       if (keep == 0 || row.legal_hold) continue;
       PHI_ASSIGN_OR_RETURN(std::string plain,
@@ -228,7 +235,8 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
         return plan;
       }
       plan.due.push_back(DueStudy{row.study_pk, phi.Get("StudyInstanceUID"), row.study_year,
-                                  row.modalities, keep, row.source_ae, std::move(match.rule)});
+                                  row.modalities, keep, std::move(source_ae),
+                                  std::move(match.rule)});
     }
     if (!c.truncated || c.rows.empty()) break;
     f.after_study_pk = c.rows.back().study_pk;

@@ -56,7 +56,7 @@ TEST(SourceAeMigrationTest, V3CatalogIsMigratedAndNewStudiesRecordTheirSourceAe)
   EXPECT_EQ((*c)->schema_version(), LatestSchemaVersion());
   auto old = (*c)->GetStudy(1);
   ASSERT_TRUE(old.ok()) << old.status().ToString();
-  EXPECT_EQ(old->source_ae, "");
+  EXPECT_EQ((*c)->GetStudySourceAe(1).value(), "");
   EXPECT_EQ(old->key_id, "k-old");
 
   int64_t pk = 0;
@@ -76,7 +76,8 @@ TEST(SourceAeMigrationTest, V3CatalogIsMigratedAndNewStudiesRecordTheirSourceAe)
   ASSERT_TRUE(s.ok()) << s.ToString();
   auto fresh = (*c)->GetStudy(pk);
   ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
-  EXPECT_EQ(fresh->source_ae, "CT_SCANNER_1");
+  EXPECT_EQ((*c)->GetStudySourceAe(pk).value(), "CT_SCANNER_1");
+  EXPECT_EQ((*c)->GetStudySourceAe(pk + 100).status().code(), Code::kNotFound);
 
   // Bounded like every text column.
   s = (*c)->Write([&](WriteTxn& txn) -> Status {

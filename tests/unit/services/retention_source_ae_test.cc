@@ -92,7 +92,10 @@ class SourceAeRetentionTest : public ServicesTest {
     auto row = catalog_->FindStudyByUidToken(
         index::Token(reinterpret_cast<const char*>(d.data()), d.size()));
     EXPECT_TRUE(row.ok()) << row.status().ToString();
-    return row.ok() ? row->source_ae : "?";
+    if (!row.ok()) return "?";
+    auto ae = catalog_->GetStudySourceAe(row->study_pk);
+    EXPECT_TRUE(ae.ok()) << ae.status().ToString();
+    return ae.ok() ? *ae : "?";
   }
 };
 
