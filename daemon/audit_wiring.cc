@@ -376,7 +376,9 @@ std::unique_ptr<AuditWiring> RegisterAuditCommands(admin::AdminServer& admin,
                          {"study_instance_uid", d.study_instance_uid},
                          {"year", d.study_year ? json(*d.study_year) : json(nullptr)},
                          {"modalities", d.modalities},
-                         {"keep_years", d.keep_years}});
+                         {"source_ae", d.source_ae.empty() ? json(nullptr) : json(d.source_ae)},
+                         {"keep_years", d.keep_years},
+                         {"rule", d.rule}});
         }
         return json{
             {"enabled", retention.enabled},
@@ -481,6 +483,39 @@ std::unique_ptr<AuditWiring> RegisterAuditCommands(admin::AdminServer& admin,
   wiring->scheduler.Start();
   wiring->scrubber.Start();
   return wiring;
+}
+
+Result<std::unique_ptr<audit::SyslogForwarder>> StartAuditForwarding(services::StorageStack& stack,
+                                                                     const config::Config& cfg,
+                                                                     Env& env) {
+  audit::ForwarderOptions opts;
+  opts.cfg = cfg.audit.forward;
+  opts.state_file = cfg.storage.root / "audit-forward.state";
+  opts.atna.hostname = Hostname();
+  PHI_ASSIGN_OR_RETURN(std::unique_ptr<audit::SyslogForwarder> f,
+                       audit::SyslogForwarder::Create(stack.catalog(), std::move(opts), env));
+  f->Start();
+  return f;
+}
+
+json AuditForwardStatusJson(audit::SyslogForwarder& forwarder) {
+  const audit::ForwarderStatus s = forwarder.GetStatus();
+  return json{{"enabled", s.enabled},
+              {"connected", s.connected},
+              {"collector", s.collector},
+              {"format", s.format},
+              {"head_seq", s.head_seq},
+              {"last_forwarded_seq", s.sent_seq},
+              {"acked_seq", s.acked_seq},
+              {"backlog", s.backlog},
+              {"sent_total", s.sent_total},
+              {"drops", s.drops},
+              {"connects", s.connects},
+              {"failures", s.failures},
+              {"last_error", s.last_error.empty() ? json(nullptr) : json(s.last_error)},
+              {"last_error_time", s.last_error_unix == 0
+                                      ? json(nullptr)
+                                      : json(audit::FormatTimeUs(s.last_error_unix * 1000000))}};
 }
 
 }  // namespace phi::daemon

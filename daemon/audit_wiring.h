@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "libphi/admin/admin_server.h"
+#include "libphi/audit/syslog_forwarder.h"
 #include "libphi/config/config.h"
 #include "libphi/services/retention.h"
 #include "libphi/services/storage_stack.h"
@@ -52,5 +53,15 @@ class AuditWiring {
                                                                  services::StorageStack& stack,
                                                                  const config::Config& cfg,
                                                                  Env& env);
+
+// Live audit forwarding (audit.forward, libphi/audit/syslog_forwarder.h): the
+// forwarder over the catalog, its state file <storage.root>/audit-forward.state,
+// started (idle while disabled, so that SIGHUP can enable it). Destroy it
+// before the stack. Fails on a malformed state file.
+[[nodiscard]] Result<std::unique_ptr<audit::SyslogForwarder>> StartAuditForwarding(
+    services::StorageStack& stack, const config::Config& cfg, Env& env);
+
+// The "audit_forward" object of `phigatectl status`.
+nlohmann::json AuditForwardStatusJson(audit::SyslogForwarder& forwarder);
 
 }  // namespace phi::daemon

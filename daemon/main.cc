@@ -87,6 +87,7 @@ struct DaemonState {
   std::vector<Server*> servers;             // set before the admin socket starts; immutable after
   services::StorageStack* stack = nullptr;  // set before the admin socket starts
   std::function<json()> integrity_status;   // set before the admin socket starts
+  audit::SyslogForwarder* forwarder = nullptr;  // set before the admin socket starts
 };
 
 // One clear line on stderr (and the journal when we run under systemd).
@@ -270,6 +271,8 @@ json StatusJson(DaemonState& state, Env& env) {
         {"disk", disk}}},
       {"counts", counts},
       {"integrity", state.integrity_status ? state.integrity_status() : json(nullptr)},
+      {"audit_forward",
+       state.forwarder != nullptr ? AuditForwardStatusJson(*state.forwarder) : json(nullptr)},
       {"log_level", std::string(log::LevelName(state.log_level))},
       {"warnings", state.warnings},
   };
@@ -588,6 +591,12 @@ int Run(const Options& opts, sigset_t sigs) {
   std::unique_ptr<AuditWiring> audit_wiring =
       RegisterAuditCommands(*admin_server, *stack, cfg, env);
   state.integrity_status = [w = audit_wiring.get()] { return w->IntegrityStatus(); };
+  auto forwarder = StartAuditForwarding(*stack, cfg, env);
+  if (!forwarder.ok()) {
+    Fatal(forwarder.status().WithContext("audit.forward").ToString());
+    return kExitFailure;
+  }
+  state.forwarder = forwarder->get();
   RegisterIngestCommands(*admin_server, *stack);
 
   auto stop_all = [&](MonotonicTime deadline) {
@@ -655,6 +664,7 @@ int Run(const Options& opts, sigset_t sigs) {
                     {{"status", st}});
           }
         }
+        state.forwarder->Reload(next->audit.forward);
         log::Level new_level = have_cli_level ? cli_level : next->logging.level;
         log::SetLevel(new_level);
         {

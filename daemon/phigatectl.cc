@@ -154,6 +154,20 @@ void PrintStatus(const json& r) {
       }
     }
     std::printf("%-10s %s\n", "scrub", line.c_str());
+  if (r.contains("audit_forward") && r["audit_forward"].is_object()) {
+    const json& f = r["audit_forward"];
+    if (!f.value("enabled", false)) {
+      std::printf("%-10s off\n", "audit fwd");
+    } else {
+      std::printf("%-10s %s %s (%s); last forwarded seq %s, acked %s, backlog %s, drops %s\n",
+                  "audit fwd", f.value("connected", false) ? "connected to" : "NOT CONNECTED to",
+                  Str(f, "collector").c_str(), Str(f, "format").c_str(),
+                  Str(f, "last_forwarded_seq").c_str(), Str(f, "acked_seq").c_str(),
+                  Str(f, "backlog").c_str(), Str(f, "drops").c_str());
+      if (f.contains("last_error") && f["last_error"].is_string()) {
+        std::printf("%-10s last error: %s\n", "", f["last_error"].get<std::string>().c_str());
+      }
+    }
   }
   std::printf("\n%-10s %-28s %-4s %-10s %6s %9s %8s\n", "LISTENER", "ADDRESS", "TLS", "STATE",
               "OPEN", "ACCEPTED", "REFUSED");

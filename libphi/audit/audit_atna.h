@@ -36,4 +36,9 @@ std::string ToAtnaXml(const AuditRecord& r, const AtnaOptions& opts);
 // has no newlines either, so one record = one line).
 std::string ToAtnaSyslog(const AuditRecord& r, const AtnaOptions& opts);
 
+// The same RFC 5424 HEADER and STRUCTURED-DATA with MSGID "phigate-audit" and,
+// as MSG, the record's JSON line (audit_export.h ToJsonLine): for collectors
+// that parse JSON rather than ATNA XML (live forwarding, format jsonl).
+std::string ToJsonSyslog(const AuditRecord& r, const AtnaOptions& opts);
+
 }  // namespace phi::audit

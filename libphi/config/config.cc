@@ -51,6 +51,16 @@ std::string_view DuplicatePolicyName(DuplicatePolicy p) {
   return "?";
 }
 
+std::string_view AuditForwardFormatName(AuditForwardFormat f) {
+  switch (f) {
+    case AuditForwardFormat::kAtna:
+      return "atna";
+    case AuditForwardFormat::kJsonl:
+      return "jsonl";
+  }
+  return "?";
+}
+
 std::string_view RoleName(Role r) {
   switch (r) {
     case Role::kClinician:
@@ -83,6 +93,8 @@ const EnumTable<Role> kRoles = {{"clinician", Role::kClinician},
                                 {"share", Role::kShare},
                                 {"admin", Role::kAdmin},
                                 {"modality", Role::kModality}};
+const EnumTable<AuditForwardFormat> kForwardFormats = {{"atna", AuditForwardFormat::kAtna},
+                                                       {"jsonl", AuditForwardFormat::kJsonl}};
 const EnumTable<log::Level> kLevels = {
     {"debug", log::Level::kDebug},   {"info", log::Level::kInfo},
     {"notice", log::Level::kNotice}, {"warning", log::Level::kWarning},
@@ -415,6 +427,7 @@ class Loader {
   void CheckStorage();
   void CheckAdmin();
   void CheckAllowLists();
+  void CheckAuditForward();
   // Existence, type and readability; reports and returns false on a problem.
   bool CheckReadableFile(const Path& p, int line, const std::string& key, struct stat* st);
 
@@ -726,6 +739,32 @@ void Loader::ReadAudit(MapView& top) {
   auto m = Section(top, "audit");
   if (!m) return;
   ReadUint(*m, "retention_years", 1, 100, &config_.audit.retention_years);
+  if (auto f = Section(*m, "forward")) {
+    auto& fw = config_.audit.forward;
+    ReadBool(*f, "enabled", &fw.enabled);
+    std::string host;
+    if (ReadString(*f, "host", &host, false)) {
+      if (host.size() <= 253 &&
+          (IsIpLiteral(host) || (host.front() != '-' && host.front() != '.' &&
+                                 std::all_of(host.begin(), host.end(), [](char c) {
+                                   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                                          (c >= '0' && c <= '9') || c == '.' || c == '-';
+                                 })))) {
+        fw.host = host;
+      } else {
+        Error(Line(f->Dotted("host")), f->Dotted("host"),
+              "expected a DNS host name or an IP address (the name in the collector's "
+              "certificate)");
+      }
+    }
+    ReadUint(*f, "port", 1, 65535, &fw.port);
+    ReadPath(*f, "ca", &fw.ca);
+    ReadPath(*f, "cert", &fw.cert);
+    ReadPath(*f, "key", &fw.key);
+    ReadUint(*f, "queue_max", 1, 10000000, &fw.queue_max);
+    ReadEnum(*f, "format", kForwardFormats, &fw.format);
+    f->Finish();
+  }
   m->Finish();
 }
 
@@ -764,8 +803,21 @@ void Loader::ReadRetention(MapView& top) {
       MapView rm(*this, item, ikey, line);
       if (!rm.ok()) return;
       RetentionRule rule;
-      if (!ReadString(rm, "modality", &rule.modality, false)) {
-        if (Line(rm.Dotted("modality")) == 0) Error(line, rm.Dotted("modality"), "required");
+      const bool has_modality = ReadString(rm, "modality", &rule.modality, false);
+      std::string ae;
+      const bool has_ae = ReadString(rm, "source_ae", &ae, false);
+      if (has_ae) {
+        if (ValidAeTitle(ae)) {
+          rule.source_ae = ae;
+        } else {
+          Error(Line(rm.Dotted("source_ae")), rm.Dotted("source_ae"),
+                "a calling AE title: 1-16 printable ASCII characters, no backslash");
+        }
+      }
+      if (!has_modality) {
+        if (Line(rm.Dotted("modality")) == 0 && Line(rm.Dotted("source_ae")) == 0) {
+          Error(line, rm.Dotted("modality"), "required: modality, source_ae, or both");
+        }
       } else if (rule.modality.size() > 16 ||
                  !std::all_of(rule.modality.begin(), rule.modality.end(), [](char c) {
                    return (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == ' ';
@@ -1015,7 +1067,36 @@ void Loader::CheckAdmin() {
   }
 }
 
+void Loader::CheckAuditForward() {
+  const auto& fw = config_.audit.forward;
+  const std::string k = "audit.forward";
+  auto line_of = [&](const std::string& sub) {
+    int l = Line(k + "." + sub);
+    return l ? l : Line(k);
+  };
+  if ((fw.cert.empty()) != (fw.key.empty())) {
+    const std::string missing = fw.cert.empty() ? "cert" : "key";
+    Error(line_of(fw.cert.empty() ? "key" : "cert"), k + "." + missing,
+          "a client certificate needs both cert and key");
+  }
+  if (!fw.enabled) return;
+  if (fw.host.empty())
+    Error(line_of("enabled"), k + ".host", "required when forwarding is enabled");
+  if (fw.ca.empty()) {
+    Error(line_of("enabled"), k + ".ca",
+          "required when forwarding is enabled (the CA the collector's certificate chains to)");
+  }
+  if (!options_.check_files) return;
+  for (const auto& [sub, path] :
+       {std::pair<const char*, const Path*>{"ca", &fw.ca}, {"cert", &fw.cert}, {"key", &fw.key}}) {
+    if (path->empty()) continue;
+    struct stat st;
+    CheckReadableFile(*path, line_of(sub), k + "." + sub, &st);
+  }
+}
+
 void Loader::CheckAll() {
+  CheckAuditForward();
   CheckListeners();
   CheckAllowLists();
   CheckTlsFiles();

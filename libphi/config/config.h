@@ -161,8 +161,26 @@ struct LifecycleConfig {
   bool operator==(const LifecycleConfig&) const = default;
 };
 
+// Live forwarding of audit records to a syslog-over-TLS collector (RFC 5425;
+// libphi/audit/syslog_forwarder.h). Off by default.
+enum class AuditForwardFormat : uint8_t { kAtna, kJsonl };
+
+struct AuditForwardConfig {
+  bool enabled = false;
+  std::string host;            // collector host name or IP; its certificate must name it
+  uint16_t port = 6514;        // RFC 5425 port
+  Path ca;                     // PEM CAs the collector's certificate must chain to
+  Path cert;                   // PEM client certificate (chain), optional (with key)
+  Path key;                    // PEM client private key, optional (with cert)
+  uint32_t queue_max = 10000;  // records at most behind; older ones are dropped (counted)
+  AuditForwardFormat format = AuditForwardFormat::kAtna;
+
+  bool operator==(const AuditForwardConfig&) const = default;
+};
+
 struct AuditConfig {
   uint32_t retention_years = 6;
+  AuditForwardConfig forward;
 
   bool operator==(const AuditConfig&) const = default;
 };
@@ -172,9 +190,11 @@ struct AuditConfig {
 // scheduler at a time of day, in bounded batches. Legal hold always wins.
 enum class RetentionBasis { kStudyDate, kLastAccess };
 
+// A rule matches on modality, on source AE, or on both (then both must match).
 struct RetentionRule {
-  std::string modality;     // a series of the study has this modality (e.g. "MG")
+  std::string modality;     // a series of the study has this modality (e.g. "MG"), or ""
   uint32_t keep_years = 0;  // 0 = keep forever
+  std::string source_ae;    // the calling AE title that first stored the study, or ""
 
   bool operator==(const RetentionRule&) const = default;
 };
@@ -263,6 +283,7 @@ Result<Config> LoadFromString(const std::string& yaml, const Path& name, Env& en
 std::string_view TlsProfileName(TlsProfile p);
 std::string_view DuplicatePolicyName(DuplicatePolicy p);
 std::string_view RoleName(Role r);
+std::string_view AuditForwardFormatName(AuditForwardFormat f);
 
 // Parses "10.0.0.0/8", "::1/128" or a bare address (a /32 or /128 host network).
 // Fails (InvalidArgument, message without the input) on bad syntax, a prefix out of range, or

@@ -64,6 +64,7 @@ struct NewStudy {
   std::optional<Token> accession_token;
   std::optional<int32_t> study_year;  // year of StudyDate only (not PHI under Safe Harbor)
   Blob phi;                           // sealed study/patient attributes
+  std::string source_ae;              // calling AE title of the first store ("" = none)
 };
 
 struct StudyRow {
@@ -362,6 +363,13 @@ class Catalog : public audit::AuditReader {
   // Object ids of the instances still flagged kInstancePending (recovery).
   virtual Result<std::vector<std::string>> ListPendingObjectIds() = 0;
   virtual Result<int64_t> StudyTotalBytes(int64_t study_pk) = 0;
+  // The calling AE title that first stored the study (NewStudy::source_ae),
+  // "" when unknown (stored before schema v4, or created by STOW-RS).
+  // NotFound if there is no such study.
+  virtual Result<std::string> GetStudySourceAe(int64_t study_pk) {
+    (void)study_pk;
+    return std::string();
+  }
 
   // HL7 (schema v3).
   virtual Result<std::vector<WorklistRow>> QueryWorklist(const WorklistFilter& f) = 0;

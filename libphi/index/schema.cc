@@ -6,6 +6,14 @@
 namespace phi::index {
 namespace {
 
+// v4: the calling AE title that first stored each study (not PHI), for
+// retention rules by source AE. NULL for studies stored before v4 and for
+// studies created by STOW-RS.
+constexpr std::string_view kV4SourceAe = R"sql(
+ALTER TABLE studies ADD COLUMN source_ae TEXT;
+CREATE INDEX studies_source_ae ON studies(source_ae) WHERE source_ae IS NOT NULL;
+)sql";
+
 // v1: keys, index, metadata.
 constexpr std::string_view kV1 = R"sql(
 CREATE TABLE meta (
@@ -119,6 +127,8 @@ const std::vector<Migration>& Migrations() {
       {2, "audit", std::string(audit::TableDdl())},
       // v3: HL7 patient keys, messages, worklist, reports (hl7_tables.cc, README "HL7").
       {3, "hl7", std::string(hl7tables::Ddl())},
+      // v4: studies.source_ae (retention by source AE).
+      {4, "source_ae", std::string(kV4SourceAe)},
   };
   return kAll;
 }

@@ -64,6 +64,11 @@ constexpr const char* kDeleteKey = "DELETE FROM study_keys WHERE key_id = ?1";
 constexpr const char* kInsertStudy =
     "INSERT INTO studies(key_id, study_uid_token, patient_id_token, accession_token, study_year,"
     " created_at, updated_at, last_access_at, phi) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7)";
+// Schema v4: set right after the insert, only when known, so that the study
+// statements above stay valid on older schemas (schema_version_for_test).
+constexpr const char* kSetSourceAe = "UPDATE studies SET source_ae = ?2 WHERE study_pk = ?1";
+constexpr const char* kStudySourceAe =
+    "SELECT ifnull(source_ae, '') FROM studies WHERE study_pk = ?1";
 constexpr const char* kUpdateStudyPhi =
     "UPDATE studies SET patient_id_token = ?2, accession_token = ?3, study_year = ?4, phi = ?5,"
     " conflict = ?6, updated_at = ?7 WHERE study_pk = ?1";
@@ -364,6 +369,7 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(CheckOptToken(s.accession_token, "accession_token"));
     PHI_RETURN_IF_ERROR(CheckYear(s.study_year));
     PHI_RETURN_IF_ERROR(CheckBlob(s.phi, "study phi"));
+    PHI_RETURN_IF_ERROR(CheckText(s.source_ae, "source_ae", false));
     Result<StudyRow> existing = FindStudyByUidToken(s.study_uid_token);
     if (existing.ok()) return existing->study_pk;
     if (existing.status().code() != Code::kNotFound) return existing.status();
@@ -376,8 +382,15 @@ class SqliteWriteTxn final : public WriteTxn {
     PHI_RETURN_IF_ERROR(st.BindInt(6, c_.NowSeconds()));
     PHI_RETURN_IF_ERROR(st.BindBlob(7, s.phi));
     PHI_RETURN_IF_ERROR(st.Run());
+    const int64_t pk = static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));
+    if (!s.source_ae.empty() && c_.schema_version_ >= 4) {
+      PHI_ASSIGN_OR_RETURN(Stmt ae, db_.Prepare(kSetSourceAe));
+      PHI_RETURN_IF_ERROR(ae.BindInt(1, pk));
+      PHI_RETURN_IF_ERROR(ae.BindText(2, s.source_ae));
+      PHI_RETURN_IF_ERROR(ae.Run());
+    }
     if (created) *created = true;
-    return static_cast<int64_t>(sqlite3_last_insert_rowid(db_.raw()));
+    return pk;
   }
 
   Result<StudyRow> FindStudyByUidToken(const Token& t) override {
@@ -1364,6 +1377,18 @@ Result<int64_t> SqliteCatalog::StudyTotalBytes(int64_t study_pk) {
   return QueryOne<int64_t>(
       r.db(), kStudyBytes, [&](Stmt& st) { return st.BindInt(1, study_pk); },
       +[](const Stmt& st) { return st.Int(0); }, "study");
+}
+
+Result<std::string> SqliteCatalog::GetStudySourceAe(int64_t study_pk) {
+  PHI_WITH_READER(r);
+  if (schema_version_ < 4) {  // no column yet: unknown, if the study exists
+    return QueryOne<std::string>(
+        r.db(), kStudyBytes, [&](Stmt& st) { return st.BindInt(1, study_pk); },
+        +[](const Stmt&) { return std::string(); }, "study");
+  }
+  return QueryOne<std::string>(
+      r.db(), kStudySourceAe, [&](Stmt& st) { return st.BindInt(1, study_pk); },
+      +[](const Stmt& st) { return st.Text(0); }, "study");
 }
 
 Result<std::vector<audit::AuditRecord>> SqliteCatalog::ReadAudit(int64_t after_seq, size_t limit) {

@@ -128,6 +128,7 @@ class SqliteCatalog final : public Catalog {
   Result<std::vector<std::string>> ListAllObjectIds() override;
   Result<std::vector<std::string>> ListPendingObjectIds() override;
   Result<int64_t> StudyTotalBytes(int64_t study_pk) override;
+  Result<std::string> GetStudySourceAe(int64_t study_pk) override;
   Result<std::vector<WorklistRow>> QueryWorklist(const WorklistFilter& f) override;
   Result<std::vector<ReportRow>> ListReports(const Token& accession_token) override;
   Result<std::vector<Hl7MessageRow>> ListHl7Messages(const Token& patient_id_token,

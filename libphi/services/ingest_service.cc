@@ -188,6 +188,7 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
   ns.accession_token = acc_token;
   ns.study_year = YearOf(a.study_date);
   ns.phi = study_phi;
+  ns.source_ae = ctx.calling_ae;  // DICOM C-STORE only; STOW-RS: none (retention.h)
   index::NewSeries nse;
   nse.series_uid_token = series_token;
   nse.modality = a.modality.substr(0, 16);

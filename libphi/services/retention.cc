@@ -148,16 +148,35 @@ int64_t ParseDa(std::string_view da) {
 
 }  // namespace
 
-uint32_t KeepYearsFor(const config::RetentionConfig& cfg, std::string_view modalities) {
+RetentionMatch MatchRetention(const config::RetentionConfig& cfg, std::string_view modalities,
+                              std::string_view source_ae) {
+  RetentionMatch best;
   bool matched = false;
-  uint32_t keep = 0;
-  for (const auto& r : cfg.rules) {
-    if (!HasModality(modalities, r.modality)) continue;
-    if (r.keep_years == 0) return 0;  // forever wins
-    keep = matched ? std::max(keep, r.keep_years) : r.keep_years;
-    matched = true;
+  for (size_t i = 0; i < cfg.rules.size(); ++i) {
+    const config::RetentionRule& r = cfg.rules[i];
+    if (r.modality.empty() && r.source_ae.empty()) continue;  // refused by the config loader
+    if (!r.modality.empty() && !HasModality(modalities, r.modality)) continue;
+    if (!r.source_ae.empty() && (source_ae.empty() || r.source_ae != source_ae)) continue;
+    const bool longer =
+        r.keep_years == 0 || (best.keep_years != 0 && r.keep_years > best.keep_years);
+    if (!matched || longer) {
+      best.keep_years = r.keep_years;
+      best.rule = "rules[" + std::to_string(i) + "]";
+      if (!r.modality.empty()) best.rule += " modality=" + r.modality;
+      if (!r.source_ae.empty()) best.rule += " source_ae=" + r.source_ae;
+      matched = true;
+    }
+    if (r.keep_years == 0) return best;  // forever wins
   }
-  return matched ? keep : cfg.keep_years;
+  if (!matched) {
+    best.keep_years = cfg.keep_years;
+    best.rule = "default";
+  }
+  return best;
+}
+
+uint32_t KeepYearsFor(const config::RetentionConfig& cfg, std::string_view modalities) {
+  return MatchRetention(cfg, modalities, "").keep_years;
 }
 
 Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
@@ -172,6 +191,9 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
   consider(cfg.keep_years);
   for (const auto& r : cfg.rules) consider(r.keep_years);
   if (kmin == 0 || limit == 0) return plan;
+  const bool by_ae =
+      std::any_of(cfg.rules.begin(), cfg.rules.end(),
+                  [](const config::RetentionRule& r) { return !r.source_ae.empty(); });
   const int64_t now_s = UnixSeconds(now);
   const int64_t today = Ymd(now_s);
   index::StudyFilter f;
@@ -188,7 +210,12 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
   for (;;) {
     PHI_ASSIGN_OR_RETURN(index::StudyCandidates c, catalog.QueryStudies(f));
     for (index::StudyRow& row : c.rows) {
-      const uint32_t keep = KeepYearsFor(cfg, row.modalities);
+      std::string source_ae;
+      if (by_ae) {
+        PHI_ASSIGN_OR_RETURN(source_ae, catalog.GetStudySourceAe(row.study_pk));
+      }
+      RetentionMatch match = MatchRetention(cfg, row.modalities, source_ae);
+      const uint32_t keep = match.keep_years;
       if (keep == 0 || row.legal_hold) continue;
       PHI_ASSIGN_OR_RETURN(std::string plain,
                            keys.Open(row.key_id, PhiAad("study", row.study_uid_token), row.phi));
@@ -208,7 +235,8 @@ Result<RetentionPlan> PlanRetention(index::Catalog& catalog, StudyKeys& keys,
         return plan;
       }
       plan.due.push_back(DueStudy{row.study_pk, phi.Get("StudyInstanceUID"), row.study_year,
-                                  row.modalities, keep});
+                                  row.modalities, keep, std::move(source_ae),
+                                  std::move(match.rule)});
     }
     if (!c.truncated || c.rows.empty()) break;
     f.after_study_pk = c.rows.back().study_pk;
@@ -234,9 +262,9 @@ Result<RetentionRunReport> RunRetention(index::Catalog& catalog, StudyKeys& keys
           rep.erased + rep.failed >= static_cast<int64_t>(cfg.max_per_run))
         break;
       ++done_now;
-      Result<ErasureCertificate> cert =
-          erasure.EraseStudy(s.study_instance_uid, "system:retention",
-                             "retention: kept " + std::to_string(s.keep_years) + " years");
+      Result<ErasureCertificate> cert = erasure.EraseStudy(
+          s.study_instance_uid, "system:retention",
+          "retention: kept " + std::to_string(s.keep_years) + " years (" + s.rule + ")");
       if (cert.ok()) {
         ++rep.erased;
         rep.audit_seqs.push_back(cert->audit_seq);

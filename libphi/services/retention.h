@@ -8,7 +8,8 @@
 //    launder a tamper).
 //  - Study retention: PlanRetention lists the studies due for erasure under a
 //    RetentionConfig (N years after the StudyDate, decrypted, or after the
-//    last access; per-modality rules); RunRetention erases them through the
+//    last access; rules per modality and/or per source AE, the calling AE
+//    title that first stored the study); RunRetention erases them through the
 //    ErasureService in bounded batches; RetentionScheduler runs it once a day
 //    at a configured UTC time, on the injected clock (Env::Now).
 //  - Legal hold: SetLegalHold flags a study so that no erasure (admin,
@@ -62,9 +63,24 @@ Result<int64_t> SetLegalHold(vault::KeyVault& vault, index::Catalog& catalog,
                              const std::string& study_instance_uid, bool hold,
                              const std::string& actor, const std::string& reason);
 
-// The keep (years, 0 = forever) that applies to a study with these series
-// modalities ("CT,MR"): the longest keep among the rules whose modality it
-// has, or the default when no rule matches.
+// Which retention applies to a study, and why.
+struct RetentionMatch {
+  uint32_t keep_years = 0;  // 0 = forever
+  // "default" when no rule matched; otherwise the rule that set keep_years,
+  // e.g. "rules[1] source_ae=CT_SCANNER_1" or "rules[0] modality=MG".
+  std::string rule;
+};
+
+// The retention of a study with these series modalities ("CT,MR") that was
+// first stored by the calling AE `source_ae` ("" = unknown: before schema v4,
+// or created by STOW-RS, so source_ae rules never match it). A rule matches
+// when each key it sets matches (modality: the study has a series of that
+// modality; source_ae: equal). Among matching rules the longest keep wins, a
+// keep of 0 (forever) over everything; with no match, cfg.keep_years.
+RetentionMatch MatchRetention(const config::RetentionConfig& cfg, std::string_view modalities,
+                              std::string_view source_ae);
+
+// MatchRetention(cfg, modalities, "").keep_years.
 uint32_t KeepYearsFor(const config::RetentionConfig& cfg, std::string_view modalities);
 
 // One study due for erasure. No PHI: the StudyInstanceUID (a UID), the year
@@ -75,6 +91,8 @@ struct DueStudy {
   std::optional<int32_t> study_year;
   std::string modalities;
   uint32_t keep_years = 0;
+  std::string source_ae;  // "" when unknown
+  std::string rule;       // RetentionMatch::rule
 };
 
 struct RetentionPlan {
