@@ -46,7 +46,7 @@ void QueryService::StartCacheWarmUp() {
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s.ok()) {
-      PHI_LOG(kInfo, "study cache ready", {{"studies", keys_.cache().size()}, {"seconds", secs}});
+      PHI_LOG(kNotice, "study cache ready", {{"studies", keys_.cache().size()}, {"seconds", secs}});
     } else if (!stop_) {
       PHI_LOG(kWarning, "study cache not built; queries decrypt rows", {{"status", s}});
     }

@@ -250,9 +250,12 @@ bool StudyCache::GetHeader(const std::string& object_id, std::string* out) const
 void StudyCache::PutHeader(const index::Token& study_token, const std::string& object_id,
                            std::string_view header) {
   std::unique_lock lock(mu_);
-  // Only for a study the cache holds: an erased study is not in by_token_,
-  // so a header read while it was being erased is not kept.
-  if (by_token_.count(study_token) == 0 || headers_.count(object_id) != 0) return;
+  // Only for a study the cache holds or is about to re-read: Erase() removes
+  // the study from both, so a header read while it was being erased is not kept.
+  if ((by_token_.count(study_token) == 0 && pending_.count(study_token) == 0) ||
+      headers_.count(object_id) != 0) {
+    return;
+  }
   if (header_bytes_ + header.size() > options_.header_bytes) return;
   std::optional<NoDumpSlab::Ref> ref = slab_.Put(header);
   if (!ref) return;

@@ -914,28 +914,71 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     return Status::Ok();
   }
 
+  // The header cache key of an instance's clinician metadata JSON: it depends
+  // on the object (immutable) and on the demographics applied to it, bound by
+  // a keyed digest (no PHI in the key).
+  std::string MetadataKey(const services::StudyMatch& study, const services::InstanceMatch& inst) {
+    std::string demo = options.apply_demographic_updates ? "1" : "0";
+    for (auto& [name, tag] : kPatientModule) {
+      (void)tag;
+      const std::string& v = study.phi.Get(name);
+      demo += std::to_string(v.size()) + ":" + v;
+    }
+    crypto::Digest d = deps.vault.IndexToken("phigate-metadata-json-v1", demo);
+    Wipe(demo);
+    static const char* kHex = "0123456789abcdef";
+    std::string key = "json:" + inst.row.object_id + ":";
+    for (std::byte b : d) {
+      key += kHex[std::to_integer<unsigned>(b) >> 4];
+      key += kHex[std::to_integer<unsigned>(b) & 0xf];
+    }
+    return key;
+  }
+
   Result<std::string> InstanceMetadata(const RequestContext& ctx, const services::StudyMatch& study,
                                        const services::InstanceMatch& inst,
                                        const std::string& study_shown,
                                        const std::string& series_shown) {
-    DcmFileFormat ff;
-    PHI_RETURN_IF_ERROR(InstanceHeader(study, inst, ff));
-    DcmDataset& ds = *ff.getDataset();
-    std::string cs = GetStr(ds, DCM_SpecificCharacterSet);
-    if (!cs.empty() && cs != "ISO_IR 192" && ds.convertToUTF8().bad()) {
-      return Status::Internal("character set conversion failed");
+    const bool share = Share(ctx);
+    // Clinician metadata is cached as rendered: "1" or "0" (has Rows) + the
+    // JSON members; the per-request BulkDataURI is appended below.
+    std::string key, body;
+    bool has_rows = false;
+    if (!share) {
+      key = MetadataKey(study, inst);
+      std::string cached;
+      if (deps.query.CachedHeader(key, &cached) && !cached.empty()) {
+        has_rows = cached[0] == '1';
+        body.assign(cached, 1);
+        Wipe(cached);
+      }  // else: render below, then cache under `key`
     }
-    if (Share(ctx)) {
-      PHI_RETURN_IF_ERROR(deid.Apply(ds, PatientKey(study.phi)));
-    } else if (options.apply_demographic_updates) {
-      PHI_RETURN_IF_ERROR(ApplyDemographics(ds, study.phi));
+    if (body.empty()) {
+      DcmFileFormat ff;
+      PHI_RETURN_IF_ERROR(InstanceHeader(study, inst, ff));
+      DcmDataset& ds = *ff.getDataset();
+      std::string cs = GetStr(ds, DCM_SpecificCharacterSet);
+      if (!cs.empty() && cs != "ISO_IR 192" && ds.convertToUTF8().bad()) {
+        return Status::Internal("character set conversion failed");
+      }
+      if (share) {
+        PHI_RETURN_IF_ERROR(deid.Apply(ds, PatientKey(study.phi)));
+      } else if (options.apply_demographic_updates) {
+        PHI_RETURN_IF_ERROR(ApplyDemographics(ds, study.phi));
+      }
+      BulkUriFormat fmt;
+      std::ostringstream os;
+      OFCondition c = ds.writeJsonExt(os, fmt, OFFalse, OFFalse);
+      if (c.bad()) return Status::Internal(std::string("json: ") + c.text());
+      body = os.str();
+      has_rows = ds.tagExists(DCM_Rows);
+      if (!share && !body.empty()) {
+        std::string v = (has_rows ? "1" : "0") + body;
+        deps.query.CacheHeader(study.row.study_uid_token, key, v);
+        Wipe(v);
+      }
     }
-    BulkUriFormat fmt;
-    std::ostringstream os;
-    OFCondition c = ds.writeJsonExt(os, fmt, OFFalse, OFFalse);
-    if (c.bad()) return Status::Internal(std::string("json: ") + c.text());
-    std::string body = os.str();
-    if (ds.tagExists(DCM_Rows)) {
+    if (has_rows) {
       std::string uri = BaseUrl(ctx) + "/studies/" + study_shown + "/series/" + series_shown +
                         "/instances/" + ShownUid(ctx, inst.phi.Get("SOPInstanceUID")) + "/frames/1";
       if (!body.empty()) body += ",";
