@@ -5,10 +5,27 @@
 
 #include <algorithm>
 #include <cstring>
+#include <new>
 
 #include "libphi/util/status.h"
 
 namespace phi::services {
+
+void* NoDumpAllocate(size_t bytes) {
+  if (bytes == 0) bytes = 1;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  (void)::madvise(p, bytes, MADV_DONTDUMP);
+  (void)::madvise(p, bytes, MADV_DONTFORK);
+  return p;
+}
+
+void NoDumpFree(void* p, size_t bytes) {
+  if (p == nullptr) return;
+  if (bytes == 0) bytes = 1;
+  OPENSSL_cleanse(p, bytes);
+  ::munmap(p, bytes);
+}
 
 NoDumpSlab::NoDumpSlab(size_t budget_bytes)
     : max_chunks_(std::max<size_t>(1, budget_bytes / kChunkBytes)) {

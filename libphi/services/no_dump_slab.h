@@ -18,6 +18,26 @@
 
 namespace phi::services {
 
+// Allocator for containers of plaintext (a cache's scan index): each
+// allocation is its own anonymous mapping, MADV_DONTDUMP | MADV_DONTFORK,
+// wiped before it is unmapped.
+void* NoDumpAllocate(size_t bytes);
+void NoDumpFree(void* p, size_t bytes);
+
+template <class T>
+struct NoDumpAllocator {
+  using value_type = T;
+  NoDumpAllocator() = default;
+  template <class U>
+  NoDumpAllocator(const NoDumpAllocator<U>&) {}  // NOLINT
+  T* allocate(size_t n) { return static_cast<T*>(NoDumpAllocate(n * sizeof(T))); }
+  void deallocate(T* p, size_t n) { NoDumpFree(p, n * sizeof(T)); }
+  template <class U>
+  bool operator==(const NoDumpAllocator<U>&) const {
+    return true;
+  }
+};
+
 class NoDumpSlab {
  public:
   static constexpr size_t kChunkBytes = 1 << 20;

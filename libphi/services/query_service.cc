@@ -1,5 +1,7 @@
 #include "libphi/services/query_service.h"
 
+#include <cctype>
+
 #include "libphi/objects/phg_format.h"
 #include "libphi/services/ingest_service.h"
 #include "libphi/services/matching.h"
@@ -56,7 +58,14 @@ void QueryService::StartCacheWarmUp() {
 std::vector<StudyMatch> QueryService::ScanCache(const StudyQuery& q) {
   std::vector<StudyMatch> out;
   size_t skipped = 0;
-  keys_.cache().Scan([&](const StudyCache::View& v) {
+  // The pattern's literal prefix, lower-cased: a necessary condition for a
+  // match with or without case folding, checked on the compact index first.
+  std::string prefix;
+  for (char c : q.patient_name) {
+    if (c == '*' || c == '?' || prefix.size() == 8) break;
+    prefix.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  }
+  keys_.cache().Scan(prefix, [&](const StudyCache::View& v) {
     if (!q.modality.empty() && !HasModality(v.row.modalities, q.modality)) return true;
     if (!WildcardMatch(q.patient_name, v.patient_name, q.fold_case)) return true;
     if (!q.patient_id.empty() && !WildcardMatch(q.patient_id, v.patient_id)) return true;

@@ -2,6 +2,9 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstring>
 #include <mutex>
 
 #include "libphi/util/log.h"
@@ -46,6 +49,12 @@ void StudyCache::Erase(const index::Token& study_token) {
 void StudyCache::DropLocked(int64_t study_pk) {
   auto it = studies_.find(study_pk);
   if (it == studies_.end()) return;
+  auto rec = std::lower_bound(scan_.begin(), scan_.end(), study_pk,
+                              [](const ScanRec& r, int64_t pk) { return r.pk < pk; });
+  if (rec != scan_.end() && rec->pk == study_pk) {
+    OPENSSL_cleanse(rec->name8, sizeof(rec->name8));
+    scan_.erase(rec);
+  }
   slab_.Free(it->second.ref);
   by_token_.erase(it->second.row.study_uid_token);
   studies_.erase(it);
@@ -93,7 +102,17 @@ void StudyCache::InsertLocked(index::StudyRow row, const PhiFields& phi) {
   const int64_t pk = row.study_pk;
   by_token_[row.study_uid_token] = pk;
   e.row = std::move(row);
-  studies_.emplace(pk, std::move(e));
+  auto [node, inserted] = studies_.emplace(pk, std::move(e));
+  ScanRec rec;
+  rec.pk = pk;
+  rec.entry = &node->second;
+  const std::string& name = phi.Get("PatientName");
+  for (size_t i = 0; i < sizeof(rec.name8) && i < name.size(); ++i) {
+    rec.name8[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+  }
+  auto at = std::lower_bound(scan_.begin(), scan_.end(), pk,
+                             [](const ScanRec& r, int64_t k) { return r.pk < k; });
+  scan_.insert(at, rec);
 }
 
 StudyCache::View StudyCache::MakeView(const Entry& e) const {
@@ -209,10 +228,12 @@ Status StudyCache::Sync(index::Catalog& catalog, const Opener& open) {
   return result;
 }
 
-void StudyCache::Scan(const Visitor& v) const {
+void StudyCache::Scan(std::string_view name_prefix, const Visitor& v) const {
   std::shared_lock lock(mu_);
-  for (const auto& [pk, e] : studies_) {
-    if (!v(MakeView(e))) return;
+  const size_t n = std::min(name_prefix.size(), sizeof(ScanRec::name8));
+  for (const ScanRec& r : scan_) {
+    if (n > 0 && std::memcmp(r.name8, name_prefix.data(), n) != 0) continue;
+    if (!v(MakeView(*r.entry))) return;
   }
 }
 

@@ -77,7 +77,10 @@ class StudyCache {
   // Re-reads the invalidated studies. REQUIRES: ready().
   Status Sync(index::Catalog& catalog, const Opener& open);
   // Visits the cached studies in study_pk order, under a shared lock.
-  void Scan(const Visitor& v) const;
+  // `name_prefix`: when not empty (at most 8 bytes, ASCII lower-cased), only
+  // studies whose PatientName, lower-cased, starts with it are visited (a
+  // prefilter on a compact in-order index; the visitor still matches).
+  void Scan(std::string_view name_prefix, const Visitor& v) const;
   // One study's cached attributes, when present.
   bool Lookup(int64_t study_pk, index::StudyRow* row, PhiFields* phi) const;
   size_t size() const;
@@ -97,6 +100,12 @@ class StudyCache {
     NoDumpSlab::Ref ref;
     uint32_t lens[5] = {0, 0, 0, 0, 0};  // match keys, then the encoded fields
   };
+  // The scan index: contiguous, in study_pk order, in no-dump memory.
+  struct ScanRec {
+    int64_t pk = 0;
+    char name8[8] = {};            // PatientName's first 8 bytes, ASCII lower-cased, zero padded
+    const Entry* entry = nullptr;  // the node in studies_ (stable)
+  };
   struct Header {
     index::Token study_token;
     NoDumpSlab::Ref ref;
@@ -111,10 +120,11 @@ class StudyCache {
   const StudyCacheOptions options_;
   std::atomic<bool> ready_{false};
   mutable std::shared_mutex mu_;
-  NoDumpSlab slab_;                                     // guarded by mu_
-  std::map<int64_t, Entry> studies_;                    // guarded by mu_
-  std::unordered_map<index::Token, int64_t> by_token_;  // guarded by mu_
-  std::unordered_set<index::Token> pending_;            // guarded by mu_
+  NoDumpSlab slab_;                                      // guarded by mu_
+  std::map<int64_t, Entry> studies_;                     // guarded by mu_
+  std::vector<ScanRec, NoDumpAllocator<ScanRec>> scan_;  // guarded by mu_
+  std::unordered_map<index::Token, int64_t> by_token_;   // guarded by mu_
+  std::unordered_set<index::Token> pending_;             // guarded by mu_
   // Erased while a Build/Sync was reading: not to be (re)inserted by it.
   std::unordered_set<index::Token> tombstones_;      // guarded by mu_
   int readers_in_flight_ = 0;                        // guarded by mu_

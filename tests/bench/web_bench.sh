@@ -68,6 +68,7 @@ else
 fi
 eval "$(echo "$LOAD" | tr ' ' '\n' | grep -E '^(ct_study|ct_series|pid)=')"
 
+LOG0=$(wc -l <"$W/phigated.log" 2>/dev/null || echo 0)
 "$BUILD/daemon/phigated" --config "$W/phigate.yaml" 2>>"$W/phigated.log" & PHI_PID=$!
 t0=$(date +%s.%N)
 for _ in $(seq 300); do
@@ -77,8 +78,9 @@ for _ in $(seq 300); do
 done
 # The study cache (wildcard queries) is built in the background at start;
 # queries are served meanwhile, by decrypting rows. Wait for it, and say how long.
-for _ in $(seq 1200); do grep -q "study cache ready" "$W/phigated.log" && break; sleep 0.1; done
-echo "phigated study cache: $(grep -o 'study cache ready.*' "$W/phigated.log" | tail -1)" \
+since_start() { tail -n +"$((LOG0 + 1))" "$W/phigated.log"; }
+for _ in $(seq 3000); do since_start | grep -q "study cache ready" && break; sleep 0.1; done
+echo "phigated study cache: $(since_start | grep -o 'study cache ready.*' | tail -1)" \
   "(ready $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s after start)"
 
 # Orthanc + DICOMweb plugin, plain HTTP, same CT study.
