@@ -29,6 +29,7 @@ StudyCache::~StudyCache() = default;  // the slab wipes its chunks
 
 void StudyCache::Invalidate(const index::Token& study_token) {
   std::unique_lock lock(mu_);
+  if (!started_) return;  // nothing cached, nothing being built (tools, loaders)
   if (pending_.size() >= options_.max_studies) {
     // Cannot track more: rebuild from scratch at the next query.
     overflow_ = true;
@@ -132,6 +133,7 @@ Status StudyCache::Build(index::Catalog& catalog, const Opener& open,
     std::unique_lock lock(mu_);
     ++readers_in_flight_;
     overflow_ = false;
+    started_ = true;
   }
   Status result = Status::Ok();
   index::StudyFilter f;

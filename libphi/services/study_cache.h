@@ -129,6 +129,7 @@ class StudyCache {
   std::unordered_set<index::Token> tombstones_;      // guarded by mu_
   int readers_in_flight_ = 0;                        // guarded by mu_
   bool overflow_ = false;                            // guarded by mu_: max_studies reached
+  bool started_ = false;                             // guarded by mu_: a Build has begun
   std::unordered_map<std::string, Header> headers_;  // guarded by mu_
   std::unordered_map<index::Token, std::vector<std::string>> headers_of_;  // guarded by mu_
   size_t header_bytes_ = 0;                                                // guarded by mu_
