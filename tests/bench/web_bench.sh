@@ -11,6 +11,8 @@
 #        (build first: phigated phi_web_bench_load in $PHIGATE_BUILD_DIR, default build)
 #        WEB_BENCH_DIR=DIR keeps the loaded vault in DIR and reuses it on the next
 #        run with the same N and slices (loading 100k studies takes minutes).
+#        WEB_BENCH_WILDCARD_N=16 shortens the wildcard QIDO run (for builds
+#        without the study cache, where one request takes minutes at 100k).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -106,7 +108,7 @@ B=tests/bench/web_bench.py
 MP='multipart/related; type="application/dicom"'
 echo
 echo "== phigated (HTTPS, mTLS) vs Orthanc $(Orthanc --version 2>/dev/null | head -1 | awk '{print $NF}') + DICOMweb (plain HTTP) =="
-python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n 64 --label "phigated QIDO PatientName=SMI* ($N studies)"
+python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n "${WEB_BENCH_WILDCARD_N:-64}" --label "phigated QIDO PatientName=SMI* ($N studies)"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientID=$pid" -c 16 -n 320 --label "phigated QIDO PatientID=<one> ($N studies)"
 python3 $B --base "$OB" --path "/studies?PatientName=SMI*" -c 16 -n 320 --label "orthanc  QIDO PatientName=SMI* (1 study)"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study/series/$ct_series/instances" -c 1 -n 10 --label "phigated $SLICES-instance list"
