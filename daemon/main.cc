@@ -514,6 +514,9 @@ int Run(const Options& opts, sigset_t sigs) {
     return kExitFailure;
   }
   state.stack = stack.get();
+  // Decrypted study attributes for wildcard queries, built in the background
+  // (queries decrypt rows until it is ready); libphi/services/study_cache.h.
+  stack->query().StartCacheWarmUp();
 
   {
     std::lock_guard<std::mutex> lock(state.mu);

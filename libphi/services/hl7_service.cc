@@ -211,8 +211,10 @@ Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) 
   }
 
   Hl7Outcome out;
+  std::vector<index::Token> resealed;  // studies whose sealed PHI this message replaced
   Status st = catalog_.Write([&](index::WriteTxn& txn) -> Status {
     out = Hl7Outcome{};
+    resealed.clear();
     TxnKeys keys(vault_, txn);
     PHI_ASSIGN_OR_RETURN(std::string patient_key, keys.PatientKey(pid));
 
@@ -236,6 +238,7 @@ Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) 
         u.conflict = s.conflict;
         PHI_ASSIGN_OR_RETURN(u.phi, keys.Seal(s.key_id, aad, f.Encode()));
         PHI_RETURN_IF_ERROR(txn.UpdateStudyPhi(s.study_pk, u));
+        resealed.push_back(s.study_uid_token);
         ++(move ? out.studies_moved : out.studies_updated);
       }
       return Status::Ok();
@@ -325,6 +328,7 @@ Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) 
     }
     return st;
   }
+  for (const index::Token& t : resealed) keys_.StudyChanged(t);  // before the ack
   ++applied_;
   return out;
 }

@@ -78,8 +78,13 @@ Status StudyKeys::EnsurePersisted(index::WriteTxn& txn, const Resolved& r) {
 }
 
 void StudyKeys::MarkPersisted(const index::Token& study_token) {
-  std::lock_guard lock(mu_);
-  if (auto it = by_token_.find(study_token); it != by_token_.end()) it->second.unpersisted.reset();
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = by_token_.find(study_token); it != by_token_.end()) {
+      it->second.unpersisted.reset();
+    }
+  }
+  cache_.Invalidate(study_token);
 }
 
 Status StudyKeys::Load(const std::string& key_id) {
@@ -111,6 +116,7 @@ Result<std::string> StudyKeys::Open(const std::string& key_id, std::string_view 
 }
 
 void StudyKeys::Forget(const index::Token& study_token) {
+  cache_.Erase(study_token);
   std::string key_id;
   {
     std::lock_guard lock(mu_);

@@ -7,7 +7,13 @@
 // seen before. A fresh key stays "unpersisted" (its wrapped form kept here)
 // until a catalog transaction has stored it, so that concurrent first
 // instances of one study share one key. Forget() drops a study (erasure).
-// Thread-safety: thread-safe; mu_ guards the map.
+//
+// StudyKeys is also the coherence hub of the StudyCache it owns (decrypted
+// study attributes and instance headers, study_cache.h): every writer of a
+// study's sealed PHI already goes through it, so MarkPersisted (after each
+// ingest commit) and StudyChanged (after an HL7 reseal commit) invalidate the
+// study's cache entry, and Forget (after an erasure commit) wipes it.
+// Thread-safety: thread-safe; mu_ guards the map; the cache has its own lock.
 #pragma once
 
 #include <memory>
@@ -17,6 +23,7 @@
 #include <unordered_map>
 
 #include "libphi/index/catalog.h"
+#include "libphi/services/study_cache.h"
 #include "libphi/vault/key_vault.h"
 
 namespace phi::services {
@@ -34,7 +41,8 @@ Status BootstrapDerivationSecret(vault::KeyVault& vault, index::Catalog& catalog
 
 class StudyKeys {
  public:
-  StudyKeys(vault::KeyVault& vault, index::Catalog& catalog) : vault_(vault), catalog_(catalog) {}
+  StudyKeys(vault::KeyVault& vault, index::Catalog& catalog, StudyCacheOptions cache = {})
+      : vault_(vault), catalog_(catalog), cache_(cache) {}
 
   struct Resolved {
     std::string key_id;
@@ -47,8 +55,11 @@ class StudyKeys {
   Result<Resolved> Resolve(const index::Token& study_token);
   // Inside a write transaction: stores the key if it is not in the catalog yet.
   static Status EnsurePersisted(index::WriteTxn& txn, const Resolved& r);
-  // After a successful commit: the key is in the catalog now.
+  // After a successful ingest commit: the key is in the catalog now, and the
+  // study's rows changed (the cache re-reads them).
   void MarkPersisted(const index::Token& study_token);
+  // After a commit that replaced the study's sealed PHI (HL7 update, merge).
+  void StudyChanged(const index::Token& study_token) { cache_.Invalidate(study_token); }
   // Loads a known key id (from a catalog row) into the vault.
   Status Load(const std::string& key_id);
   // Vault operations with the study key, reloading it from the catalog when
@@ -57,8 +68,11 @@ class StudyKeys {
   Result<std::string> Seal(const std::string& key_id, std::string_view aad,
                            std::string_view plaintext);
   Result<std::string> Open(const std::string& key_id, std::string_view aad, std::string_view box);
-  // The study was erased: forget its mapping (the vault forgets the key).
+  // The study was erased: forget its mapping (the vault forgets the key) and
+  // wipe its cached attributes and headers.
   void Forget(const index::Token& study_token);
+
+  StudyCache& cache() { return cache_; }
 
  private:
   static constexpr size_t kMaxEntries = 100000;
@@ -67,6 +81,7 @@ class StudyKeys {
   index::Catalog& catalog_;
   std::mutex mu_;
   std::unordered_map<std::string, Resolved> by_token_;  // guarded by mu_
+  StudyCache cache_;
 };
 
 }  // namespace phi::services

@@ -1,5 +1,7 @@
 #include "libphi/web/dicomweb.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <charconv>
 #include <mutex>
@@ -19,9 +21,11 @@
 #include "dcmtk/dcmdata/dcxfer.h"
 #include "libphi/dicom/part10.h"
 #include "libphi/services/matching.h"
+#include "libphi/services/no_dump_slab.h"
 #include "libphi/util/log.h"
 #include "libphi/web/multipart.h"
 #include "libphi/web/qido.h"
+#include "libphi/web/read_ahead.h"
 
 namespace phi::web {
 
@@ -132,11 +136,24 @@ Result<bool> AcceptsJson(const RequestContext& ctx) {
 
 // ---- reading stored instances with DCMTK
 
+void Wipe(std::string& s) {
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  std::string().swap(s);
+}
+
+// Bytes kept after the last one DCMTK consumed when it stopped at Pixel Data:
+// the element's tag, VR and length (at most 12 bytes) so that the header
+// bytes parse to the same stop on their own.
+constexpr size_t kStopSlack = 16;
+
 // Parses the stored instance's header (up to Pixel Data) feeding DCMTK one
-// chunk at a time: memory is the header, not the object.
-Status ParseHeader(objects::ObjectReader& r, DcmFileFormat& ff) {
+// chunk at a time: memory is the header, not the object. With `prefix`, also
+// returns the Part 10 bytes the header was parsed from (for the header cache;
+// empty when the header is larger than the cache takes).
+Status ParseHeader(objects::ObjectReader& r, DcmFileFormat& ff, std::string* prefix = nullptr) {
   DcmInputBufferStream in;
   std::vector<char> chunk(kHeaderChunk);
+  std::string fed;
   uint64_t off = 0;
   const uint64_t size = r.plaintext_size();
   ff.transferInit();
@@ -146,6 +163,9 @@ Status ParseHeader(objects::ObjectReader& r, DcmFileFormat& ff) {
         size_t n, r.Read(off, std::span<std::byte>(reinterpret_cast<std::byte*>(chunk.data()),
                                                    chunk.size())));
     off += n;
+    if (prefix != nullptr && fed.size() < services::NoDumpSlab::kMaxValueBytes) {
+      fed.append(chunk.data(), n);
+    }
     in.setBuffer(chunk.data(), static_cast<offile_off_t>(n));
     if (off >= size) in.setEos();
     cond = ff.readUntilTag(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
@@ -154,7 +174,32 @@ Status ParseHeader(objects::ObjectReader& r, DcmFileFormat& ff) {
     break;
   }
   ff.transferEnd();
-  if (cond.bad()) return Status::Corruption(std::string("stored instance header: ") + cond.text());
+  OPENSSL_cleanse(chunk.data(), chunk.size());
+  if (cond.bad()) {
+    Wipe(fed);
+    return Status::Corruption(std::string("stored instance header: ") + cond.text());
+  }
+  if (prefix != nullptr) {
+    const uint64_t used = std::min<uint64_t>(static_cast<uint64_t>(in.tell()) + kStopSlack, off);
+    if (used <= fed.size() && used <= services::NoDumpSlab::kMaxValueBytes) {
+      prefix->assign(fed.data(), used);
+    }
+    Wipe(fed);
+  }
+  return Status::Ok();
+}
+
+// Parses header bytes cached by ParseHeader (up to Pixel Data).
+Status ParseHeaderBytes(const std::string& bytes, DcmFileFormat& ff) {
+  DcmInputBufferStream in;
+  in.setBuffer(bytes.data(), static_cast<offile_off_t>(bytes.size()));
+  in.setEos();
+  ff.transferInit();
+  OFCondition cond =
+      ff.readUntilTag(in, EXS_Unknown, EGL_noChange, DCM_MaxReadLength, DCM_PixelData);
+  ff.transferEnd();
+  in.releaseBuffer();
+  if (cond.bad()) return Status::Corruption(std::string("cached header: ") + cond.text());
   return Status::Ok();
 }
 
@@ -403,8 +448,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       const RequestContext& ctx, const services::StudyMatch& study,
       std::vector<services::SeriesMatch>* series_out) {
     const std::string real_study = study.phi.Get("StudyInstanceUID");
-    PHI_ASSIGN_OR_RETURN(std::vector<services::SeriesMatch> series,
-                         deps.query.ListSeries(real_study));
+    PHI_ASSIGN_OR_RETURN(std::vector<services::SeriesMatch> series, deps.query.ListSeriesOf(study));
     std::optional<int64_t> series_pk;
     auto sp = ctx.params.find("series");
     if (sp != ctx.params.end()) {
@@ -421,7 +465,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       return Status::InvalidArgument("malformed UID");
     }
     PHI_ASSIGN_OR_RETURN(std::vector<services::InstanceMatch> all,
-                         deps.query.ListInstances(real_study));
+                         deps.query.ListInstancesOf(study));
     std::vector<services::InstanceMatch> out;
     for (auto& i : all) {
       if (series_pk && i.row.series_pk != *series_pk) continue;
@@ -717,7 +761,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
                            const services::InstanceMatch& inst, std::optional<bool>* decided) {
     Prepared p;
     PHI_ASSIGN_OR_RETURN(services::OpenedInstance o,
-                         deps.query.OpenInstance(inst.phi.Get("SOPInstanceUID")));
+                         deps.query.OpenInstanceOf(study.row, inst.row));
     bool rewrite = share;
     if (!share && options.apply_demographic_updates) {
       if (decided != nullptr && decided->has_value()) {
@@ -838,36 +882,103 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     Response r;
     r.status = 200;
     r.content_type = "multipart/related; type=\"application/dicom\"; boundary=" + st->boundary;
-    r.stream = [st](std::span<char> buf) { return st->Pull(buf); };
+    // Decrypting runs a chunk ahead on its own thread while this connection's
+    // io thread encrypts and sends (bounded: see read_ahead.h).
+    r.stream = ReadAhead([st](std::span<char> buf) { return st->Pull(buf); });
     return r;
   }
 
   // ---- WADO: metadata
 
+  // The instance's header (up to Pixel Data), from the header cache or, on a
+  // miss, from the object (which is then cached).
+  Status InstanceHeader(const services::StudyMatch& study, const services::InstanceMatch& inst,
+                        DcmFileFormat& ff) {
+    std::string hdr;
+    if (deps.query.CachedHeader(inst.row.object_id, &hdr)) {
+      Status s = ParseHeaderBytes(hdr, ff);
+      Wipe(hdr);
+      if (s.ok()) return s;
+      ff.clear();  // should not happen (checked when cached): read the object
+    }
+    PHI_ASSIGN_OR_RETURN(services::OpenedInstance o,
+                         deps.query.OpenInstanceOf(study.row, inst.row));
+    PHI_RETURN_IF_ERROR(ParseHeader(*o.reader, ff, &hdr));
+    if (!hdr.empty()) {
+      DcmFileFormat check;
+      if (ParseHeaderBytes(hdr, check).ok()) {
+        deps.query.CacheHeader(study.row.study_uid_token, inst.row.object_id, hdr);
+      }
+      Wipe(hdr);
+    }
+    return Status::Ok();
+  }
+
+  // The header cache key of an instance's clinician metadata JSON: it depends
+  // on the object (immutable) and on the demographics applied to it, bound by
+  // a keyed digest (no PHI in the key).
+  std::string MetadataKey(const services::StudyMatch& study, const services::InstanceMatch& inst) {
+    std::string demo = options.apply_demographic_updates ? "1" : "0";
+    for (auto& [name, tag] : kPatientModule) {
+      (void)tag;
+      const std::string& v = study.phi.Get(name);
+      demo += std::to_string(v.size()) + ":" + v;
+    }
+    crypto::Digest d = deps.vault.IndexToken("phigate-metadata-json-v1", demo);
+    Wipe(demo);
+    static const char* kHex = "0123456789abcdef";
+    std::string key = "json:" + inst.row.object_id + ":";
+    for (std::byte b : d) {
+      key += kHex[std::to_integer<unsigned>(b) >> 4];
+      key += kHex[std::to_integer<unsigned>(b) & 0xf];
+    }
+    return key;
+  }
+
   Result<std::string> InstanceMetadata(const RequestContext& ctx, const services::StudyMatch& study,
                                        const services::InstanceMatch& inst,
                                        const std::string& study_shown,
                                        const std::string& series_shown) {
-    PHI_ASSIGN_OR_RETURN(services::OpenedInstance o,
-                         deps.query.OpenInstance(inst.phi.Get("SOPInstanceUID")));
-    DcmFileFormat ff;
-    PHI_RETURN_IF_ERROR(ParseHeader(*o.reader, ff));
-    DcmDataset& ds = *ff.getDataset();
-    std::string cs = GetStr(ds, DCM_SpecificCharacterSet);
-    if (!cs.empty() && cs != "ISO_IR 192" && ds.convertToUTF8().bad()) {
-      return Status::Internal("character set conversion failed");
+    const bool share = Share(ctx);
+    // Clinician metadata is cached as rendered: "1" or "0" (has Rows) + the
+    // JSON members; the per-request BulkDataURI is appended below.
+    std::string key, body;
+    bool has_rows = false;
+    if (!share) {
+      key = MetadataKey(study, inst);
+      std::string cached;
+      if (deps.query.CachedHeader(key, &cached) && !cached.empty()) {
+        has_rows = cached[0] == '1';
+        body.assign(cached, 1);
+        Wipe(cached);
+      }  // else: render below, then cache under `key`
     }
-    if (Share(ctx)) {
-      PHI_RETURN_IF_ERROR(deid.Apply(ds, PatientKey(study.phi)));
-    } else if (options.apply_demographic_updates) {
-      PHI_RETURN_IF_ERROR(ApplyDemographics(ds, study.phi));
+    if (body.empty()) {
+      DcmFileFormat ff;
+      PHI_RETURN_IF_ERROR(InstanceHeader(study, inst, ff));
+      DcmDataset& ds = *ff.getDataset();
+      std::string cs = GetStr(ds, DCM_SpecificCharacterSet);
+      if (!cs.empty() && cs != "ISO_IR 192" && ds.convertToUTF8().bad()) {
+        return Status::Internal("character set conversion failed");
+      }
+      if (share) {
+        PHI_RETURN_IF_ERROR(deid.Apply(ds, PatientKey(study.phi)));
+      } else if (options.apply_demographic_updates) {
+        PHI_RETURN_IF_ERROR(ApplyDemographics(ds, study.phi));
+      }
+      BulkUriFormat fmt;
+      std::ostringstream os;
+      OFCondition c = ds.writeJsonExt(os, fmt, OFFalse, OFFalse);
+      if (c.bad()) return Status::Internal(std::string("json: ") + c.text());
+      body = os.str();
+      has_rows = ds.tagExists(DCM_Rows);
+      if (!share && !body.empty()) {
+        std::string v = (has_rows ? "1" : "0") + body;
+        deps.query.CacheHeader(study.row.study_uid_token, key, v);
+        Wipe(v);
+      }
     }
-    BulkUriFormat fmt;
-    std::ostringstream os;
-    OFCondition c = ds.writeJsonExt(os, fmt, OFFalse, OFFalse);
-    if (c.bad()) return Status::Internal(std::string("json: ") + c.text());
-    std::string body = os.str();
-    if (ds.tagExists(DCM_Rows)) {
+    if (has_rows) {
       std::string uri = BaseUrl(ctx) + "/studies/" + study_shown + "/series/" + series_shown +
                         "/instances/" + ShownUid(ctx, inst.phi.Get("SOPInstanceUID")) + "/frames/1";
       if (!body.empty()) body += ",";

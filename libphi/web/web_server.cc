@@ -1,6 +1,7 @@
 #include "libphi/web/web_server.h"
 
 #include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -24,7 +25,11 @@ using asio::ip::tcp;
 namespace {
 constexpr uint32_t kRefusalSlack = 16;  // connections beyond max that still get a 503
 constexpr auto kShutdownTimeout = std::chrono::seconds(2);
-constexpr size_t kStreamChunkBytes = 256 * 1024;
+constexpr size_t kStreamChunkBytes = 1024 * 1024;
+// Handlers block (catalog reads, the audit commit, decryption): they run on
+// this pool, not on the io threads, so that TLS keeps flowing and concurrent
+// requests share the catalog's group commit.
+constexpr size_t kHandlerThreads = 16;
 
 class SessionBase {
  public:
@@ -53,6 +58,7 @@ struct WebServer::Impl : std::enable_shared_from_this<WebServer::Impl> {
   AccessHook audit;
   std::shared_ptr<WebMetrics> metrics;
   std::shared_ptr<tls::TcpListener> listener;
+  std::unique_ptr<asio::thread_pool> handlers{new asio::thread_pool(kHandlerThreads)};
   std::atomic<bool> draining{false};
   std::atomic<uint64_t> open{0}, accepted{0}, refused{0}, next_id{1};
 
@@ -239,8 +245,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
     ctx.role = *role_;
     ctx.peer_address = peer_;
     ctx.connection_id = id_;
-    Response r = m.route->handler(ctx);
-    Reply(std::move(r), m.route->pattern, false);
+    const Router::Route* route = m.route;  // owned by the server's router, which outlives sessions
+    asio::post(
+        *server_->handlers, [self = shared_from_this(), route, ctx = std::move(ctx)]() mutable {
+          Response r = route->handler(ctx);
+          asio::post(self->stream_.get_executor(), [self, route, r = std::move(r)]() mutable {
+            self->Reply(std::move(r), route->pattern, false);
+          });
+        });
   }
 
   void Reply(Response r, const std::string& route, bool close) {
@@ -438,7 +450,12 @@ Result<std::unique_ptr<WebServer>> WebServer::Create(const config::WebConfig& cf
   return std::unique_ptr<WebServer>(new WebServer(std::move(impl)));
 }
 
-WebServer::~WebServer() { StopAccepting(); }
+WebServer::~WebServer() {
+  StopAccepting();
+  // Handlers still running finish here, on this thread's watch, so that the
+  // pool is never destroyed from one of its own threads.
+  impl_->handlers->join();
+}
 
 Status WebServer::Start() {
   auto& im = *impl_;

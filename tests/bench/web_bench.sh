@@ -9,50 +9,83 @@
 # and phigated's peak RSS while streaming it.
 # usage: tests/bench/web_bench.sh [N_STUDIES=100000] [CT_SLICES=400]
 #        (build first: phigated phi_web_bench_load in $PHIGATE_BUILD_DIR, default build)
+#        WEB_BENCH_DIR=DIR keeps the loaded vault in DIR and reuses it on the next
+#        run with the same N and slices (loading 100k studies takes minutes).
+#        WEB_BENCH_WILDCARD_N=16 shortens the wildcard QIDO run (for builds
+#        without the study cache, where one request takes minutes at 100k).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BUILD=${PHIGATE_BUILD_DIR:-build}
 N=${1:-100000}
 SLICES=${2:-400}
-W=$(mktemp -d /var/tmp/phigate-web-bench.XXXXXX)
+KEEP=${WEB_BENCH_DIR:-}
+if [ -n "$KEEP" ]; then
+  W=$KEEP
+  mkdir -p "$W"
+  rm -rf "$W/orthanc-db"
+else
+  W=$(mktemp -d /var/tmp/phigate-web-bench.XXXXXX)
+fi
 cleanup() {
   [ -n "${PHI_PID:-}" ] && kill "$PHI_PID" 2>/dev/null || true
   [ -n "${ORTHANC_PID:-}" ] && kill "$ORTHANC_PID" 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$W"
+  if [ -z "$KEEP" ]; then rm -rf "$W"; else rm -rf "$W/orthanc-db"; fi
 }
 trap cleanup EXIT
 cmake --build "$BUILD" --target phigated phi_web_bench_load >/dev/null
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
-bash scripts/dev-pki.sh "$W/pki" >/dev/null
-head -c 32 /dev/urandom >"$W/kek"; chmod 0400 "$W/kek"
-mkdir -m 0700 "$W/storage" "$W/ct"
+REUSE=
+if [ -n "$KEEP" ] && [ "$(cat "$W/loaded.params" 2>/dev/null)" = "$N $SLICES" ]; then REUSE=1; fi
+if [ -z "$REUSE" ]; then
+  rm -rf "$W/pki" "$W/kek" "$W/storage" "$W/ct" "$W/loaded" "$W/loaded.params"
+  bash scripts/dev-pki.sh "$W/pki" >/dev/null
+  head -c 32 /dev/urandom >"$W/kek"; chmod 0400 "$W/kek"
+  mkdir -m 0700 "$W/storage" "$W/ct"
+fi
 WEB=$(free_port)
 "$BUILD/daemon/phigated" --print-dev-config "$W" |
   sed -e "s/\bport: 8443\b/port: $WEB/" -e "s/\bport: 2762\b/port: $(free_port)/" \
       -e "s/\bport: 11112\b/port: $(free_port)/" -e "s/\bport: 2576\b/port: $(free_port)/" \
-      -e "s/\bport: 2575\b/port: $(free_port)/" -e "s/level: debug/level: warning/" \
+      -e "s/\bport: 2575\b/port: $(free_port)/" -e "s/level: debug/level: notice/" \
       >"$W/phigate.yaml"
 sed -i "s|/run/phigate/admin.sock|$W/admin.sock|" "$W/phigate.yaml"
 
-echo "loading $N synthetic studies + a $SLICES-slice CT study into the vault..."
-t0=$(date +%s)
-# Start once so that the storage root is initialised, then stop and load.
-"$BUILD/daemon/phigated" --config "$W/phigate.yaml" 2>"$W/phigated.log" & PHI_PID=$!
-for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$WEB/" 2>/dev/null && break; sleep 0.1; done
-kill "$PHI_PID"; wait "$PHI_PID" || true; PHI_PID=
-LOAD=$("$BUILD/tests/bench/phi_web_bench_load" "$W/phigate.yaml" "$N" "$SLICES" "$W/ct")
-echo "loaded in $(( $(date +%s) - t0 )) s: $LOAD"
+if [ -n "$REUSE" ]; then
+  LOAD=$(cat "$W/loaded")
+  echo "reusing the vault in $W: $LOAD"
+else
+  echo "loading $N synthetic studies + a $SLICES-slice CT study into the vault..."
+  t0=$(date +%s)
+  # Start once so that the storage root is initialised, then stop and load.
+  "$BUILD/daemon/phigated" --config "$W/phigate.yaml" 2>"$W/phigated.log" & PHI_PID=$!
+  for _ in $(seq 100); do curl -sk -o /dev/null "https://127.0.0.1:$WEB/" 2>/dev/null && break; sleep 0.1; done
+  kill "$PHI_PID"; wait "$PHI_PID" || true; PHI_PID=
+  LOAD=$("$BUILD/tests/bench/phi_web_bench_load" "$W/phigate.yaml" "$N" "$SLICES" "$W/ct" 2>"$W/load.log")
+  echo "loaded in $(( $(date +%s) - t0 )) s: $LOAD"
+  echo "$LOAD" >"$W/loaded"
+  echo "$N $SLICES" >"$W/loaded.params"
+fi
 eval "$(echo "$LOAD" | tr ' ' '\n' | grep -E '^(ct_study|ct_series|pid)=')"
 
+LOG0=$(wc -l <"$W/phigated.log" 2>/dev/null || echo 0)
 "$BUILD/daemon/phigated" --config "$W/phigate.yaml" 2>>"$W/phigated.log" & PHI_PID=$!
+t0=$(date +%s.%N)
 for _ in $(seq 300); do
   curl -s -o /dev/null --cacert "$W/pki/ca.pem" --cert "$W/pki/clinician.pem" \
     --key "$W/pki/clinician.key" "https://localhost:$WEB/healthz" && break
   sleep 0.1
 done
+# The study cache (wildcard queries) is built in the background at start;
+# queries are served meanwhile, by decrypting rows. Wait for it, and say how long.
+since_start() { tail -n +"$((LOG0 + 1))" "$W/phigated.log"; }
+if grep -q "study cache ready" "$BUILD/daemon/phigated"; then  # (older builds have none)
+  for _ in $(seq 3000); do since_start | grep -q "study cache ready" && break; sleep 0.1; done
+  echo "phigated study cache: $(since_start | grep -o 'study cache ready.*' | tail -1)" \
+    "(ready $(echo "$(date +%s.%N) - $t0" | bc | cut -c1-5) s after start)"
+fi
 
 # Orthanc + DICOMweb plugin, plain HTTP, same CT study.
 OHTTP=$(free_port)
@@ -75,7 +108,7 @@ B=tests/bench/web_bench.py
 MP='multipart/related; type="application/dicom"'
 echo
 echo "== phigated (HTTPS, mTLS) vs Orthanc $(Orthanc --version 2>/dev/null | head -1 | awk '{print $NF}') + DICOMweb (plain HTTP) =="
-python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n 64 --label "phigated QIDO PatientName=SMI* ($N studies)"
+python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientName=SMI*" -c 16 -n "${WEB_BENCH_WILDCARD_N:-64}" --label "phigated QIDO PatientName=SMI* ($N studies)"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies?PatientID=$pid" -c 16 -n 320 --label "phigated QIDO PatientID=<one> ($N studies)"
 python3 $B --base "$OB" --path "/studies?PatientName=SMI*" -c 16 -n 320 --label "orthanc  QIDO PatientName=SMI* (1 study)"
 python3 $B --base "$PB" "${TLS[@]}" --path "/studies/$ct_study/series/$ct_series/instances" -c 1 -n 10 --label "phigated $SLICES-instance list"

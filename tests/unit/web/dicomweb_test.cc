@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "dcmtk/config/osconfig.h"
@@ -384,6 +385,62 @@ TEST_F(DicomwebTest, MetadataAndFrames) {
   EXPECT_EQ(Call(Method::kGet, base + "/frames/1,x", kClin).status, 400);
   r = Call(Method::kGet, base + "/metadata", kClin);
   ASSERT_EQ(r.status, 200);
+}
+
+// Metadata is rendered from cached headers (no-dump memory): it survives the
+// object file going away, follows HL7-style demographic updates, and the
+// study's erasure drops it.
+TEST_F(DicomwebTest, MetadataFromCacheFollowsDemographicsAndErasure) {
+  ASSERT_TRUE(query_->BuildCache().ok());
+  Synth s;
+  StoreSynth(s, 1, 1);
+  const std::string path = "/studies/" + s.study_uid + "/metadata";
+  Result first = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(first.status, 200) << first.body;
+  // Take the object file away: a second request must not need it.
+  auto study = query_->GetStudy(s.study_uid);
+  ASSERT_TRUE(study.ok());
+  auto insts = query_->ListInstancesOf(*study);
+  ASSERT_TRUE(insts.ok() && insts->size() == 1);
+  const std::string object_id = (*insts)[0].row.object_id;
+  std::filesystem::path original;
+  std::filesystem::path moved = storage_.path() / "moved.phg";
+  for (auto& e : std::filesystem::recursive_directory_iterator(storage_.path() / "objects")) {
+    if (e.path().filename().string().find(object_id) == 0) original = e.path();
+  }
+  ASSERT_FALSE(original.empty());
+  std::filesystem::rename(original, moved);
+  Result second = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(second.status, 200);
+  EXPECT_EQ(second.body, first.body);
+  // New demographics: re-rendered from the cached header, with the new name.
+  services::PhiFields phi = study->phi;
+  phi.Set("PatientName", "SMITH^JANE^RENAMED");
+  auto box = keys_->Seal(study->row.key_id, services::PhiAad("study", study->row.study_uid_token),
+                         phi.Encode());
+  ASSERT_TRUE(box.ok());
+  ASSERT_TRUE(catalog_
+                  ->Write([&](index::WriteTxn& t) {
+                    index::StudyPhiUpdate u;
+                    u.patient_id_token = study->row.patient_id_token;
+                    u.accession_token = study->row.accession_token;
+                    u.study_year = study->row.study_year;
+                    u.phi = *box;
+                    return t.UpdateStudyPhi(study->row.study_pk, u);
+                  })
+                  .ok());
+  keys_->StudyChanged(study->row.study_uid_token);
+  Result third = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(third.status, 200);
+  EXPECT_EQ(Str(json::parse(third.body)[0], "00100010"), "SMITH^JANE^RENAMED");
+  // Erasure: the cached header and renderings go with the study.
+  std::filesystem::rename(moved, original);
+  ASSERT_TRUE(erasure_->EraseStudy(s.study_uid, "admin:test", "test").ok());
+  EXPECT_EQ(Call(Method::kGet, path, kClin).status, 404);
+  std::string h;
+  EXPECT_FALSE(query_->CachedHeader(object_id, &h));
+  EXPECT_EQ(keys_->cache().SlabForTest().used_slots(), 0u);
+  EXPECT_EQ(keys_->cache().SlabForTest().NonZeroFreeBytesForTest(), 0u);
 }
 
 TEST_F(DicomwebTest, ShareSeesNoOriginalPhiAndNavigatesWithNewUids) {
