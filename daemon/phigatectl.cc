@@ -154,6 +154,7 @@ void PrintStatus(const json& r) {
       }
     }
     std::printf("%-10s %s\n", "scrub", line.c_str());
+  }
   if (r.contains("audit_forward") && r["audit_forward"].is_object()) {
     const json& f = r["audit_forward"];
     if (!f.value("enabled", false)) {

@@ -99,8 +99,8 @@ IngestStats IngestService::stats() const {
   return s;
 }
 
-void IngestService::UndoPendingRows(const IngestContext& ctx, const std::string& object_id,
-                                    const Status& why) {
+void IngestService::UndoPendingRows(const IngestContext& ctx, const index::Token& study_token,
+                                    const std::string& object_id, const Status& why) {
   Status undo = catalog_.Write([&](index::WriteTxn& txn) -> Status {
     PHI_ASSIGN_OR_RETURN(bool removed, txn.RemovePendingInstance(object_id));
     if (!removed) return Status::Ok();
@@ -112,6 +112,8 @@ void IngestService::UndoPendingRows(const IngestContext& ctx, const std::string&
     ev.peer = ctx.peer;
     return txn.AppendAudit(ev).status();
   });
+  // Queries may have seen the rows while they were committed: refresh.
+  keys_.StudyChanged(study_token);
   if (!undo.ok()) {
     // The row stays pending without its object: start-up recovery removes it.
     PHI_LOG(kError, "could not remove the rows of a failed store; recovery will",
@@ -261,7 +263,7 @@ Result<StoreResult> IngestService::Store(const IngestContext& ctx, const Instanc
     writer->Abort();
     ++failed_;
     PHI_LOG(kError, "object write failed", {{"status", info.status()}});
-    if (commit.ok()) UndoPendingRows(ctx, object_id, info.status());
+    if (commit.ok()) UndoPendingRows(ctx, study_token, object_id, info.status());
     return info.status();
   }
 

@@ -63,7 +63,8 @@ class IngestService final : public Ingest {
 
  private:
   // Removes the pending rows of a store whose object failed (and audits it).
-  void UndoPendingRows(const IngestContext& ctx, const std::string& object_id, const Status& why);
+  void UndoPendingRows(const IngestContext& ctx, const index::Token& study_token,
+                       const std::string& object_id, const Status& why);
 
   vault::KeyVault& vault_;
   index::Catalog& catalog_;

@@ -12,6 +12,12 @@
 namespace phi::services {
 namespace {
 
+// True if the catalog still flags this object's instance as pending.
+bool IsPending(index::Catalog& catalog, const std::string& object_id) {
+  Result<std::vector<std::string>> pending = catalog.ListPendingObjectIds();
+  return pending.ok() && std::find(pending->begin(), pending->end(), object_id) != pending->end();
+}
+
 void Add(IntegrityReport& r, std::string kind, int64_t study_pk, std::string object,
          std::string detail) {
   ++r.problem_count;
@@ -78,7 +84,10 @@ Status VerifyStudy(index::Catalog& catalog, objects::ObjectStore& objects, Study
         // A stop request is not a finding about the object.
         if (!stopped.ok()) return stopped;
       }
-      if (!s.ok()) {
+      if (!s.ok() && s.code() == Code::kNotFound && IsPending(catalog, i.object_id)) {
+        // A store in flight: its rows commit in parallel with its object's
+        // rename (IngestService), so the file may not be there yet.
+      } else if (!s.ok()) {
         Add(rep, "object_unreadable", study.study_pk, oref, s.ToString());
       } else {
         rep.bytes += n;
