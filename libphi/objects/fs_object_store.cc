@@ -123,6 +123,9 @@ Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->objects_dir_));
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->tmp_dir_));
   PHI_RETURN_IF_ERROR(env.SyncDir(root));
+  // One syncfs makes every fan-out directory already there durable, so the
+  // first object into each of them in this process needs no parent syncs.
+  store->existing_dirs_durable_ = env.SyncFilesystem(root).ok();
   return store;
 }
 
@@ -169,10 +172,19 @@ Status FsObjectStore::EnsureFanoutDir(std::string_view id, std::vector<Path>* pa
   {
     std::lock_guard<std::mutex> lock(dirs_mu_);
     if (durable_dirs_.count(cd) != 0) return Status::Ok();
+    // A directory that existed when the store was opened was made durable by
+    // the syncfs in Open (when the Env supports it). Otherwise (created by
+    // this process, or no syncfs) its parents are synced once per process: a
+    // previous process may have created it and died before syncing them.
+    if (created_here_.count(cd) == 0) {
+      if (existing_dirs_durable_ && env_.FileExists(cd)) {
+        durable_dirs_.insert(cd);
+        return Status::Ok();
+      }
+      created_here_.insert(cd);
+    }
   }
-  // Directories found on disk are synced once per process too: a previous
-  // process may have created them and died before syncing their parent.
-  // CreateDirs is idempotent, so concurrent writers need no lock here.
+  // CreateDirs is idempotent: concurrent writers need no lock for it.
   PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
   parents_to_sync->push_back(ab);
   parents_to_sync->push_back(objects_dir_);

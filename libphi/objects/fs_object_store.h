@@ -80,7 +80,9 @@ class FsObjectStore final : public ObjectStore {
   DirSyncer dir_syncer_;
 
   std::mutex dirs_mu_;
-  std::set<Path> durable_dirs_;  // guarded by dirs_mu_: fan-out dirs fsync'd by this process
+  std::set<Path> durable_dirs_;         // guarded by dirs_mu_: fan-out dirs known durable
+  std::set<Path> created_here_;         // guarded by dirs_mu_: fan-out dirs this process made
+  bool existing_dirs_durable_ = false;  // set by Open: syncfs succeeded
 
   std::mutex mu_;
   Status bg_error_;                  // guarded by mu_

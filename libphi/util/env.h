@@ -56,6 +56,14 @@ class Env {
   virtual Result<RandomAccessFilePtr> NewRandomAccessFile(const Path& p) = 0;
   virtual Status RenameFile(const Path& from, const Path& to) = 0;
   virtual Status SyncDir(const Path& dir) = 0;
+  // Makes everything already written on the filesystem holding `any_path`
+  // durable (Linux syncfs). Unavailable by default: an Env that models
+  // durability per directory (tests' FaultEnv) must opt in, or callers keep
+  // their per-directory syncs.
+  virtual Status SyncFilesystem(const Path& any_path) {
+    (void)any_path;
+    return Status::Unavailable("SyncFilesystem: not supported by this Env");
+  }
   virtual Status RemoveFile(const Path& p) = 0;
   // Creates dir and its missing parents with mode 0700.
   virtual Status CreateDirs(const Path& dir) = 0;
@@ -87,6 +95,7 @@ class PosixEnv : public Env {
   Result<RandomAccessFilePtr> NewRandomAccessFile(const Path& p) override;
   Status RenameFile(const Path& from, const Path& to) override;
   Status SyncDir(const Path& dir) override;
+  Status SyncFilesystem(const Path& any_path) override;
   Status RemoveFile(const Path& p) override;
   Status CreateDirs(const Path& dir) override;
   Result<std::vector<std::string>> ListDir(const Path& dir) override;

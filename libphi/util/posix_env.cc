@@ -124,6 +124,16 @@ Status PosixEnv::SyncDir(const Path& dir) {
   return Status::Ok();
 }
 
+Status PosixEnv::SyncFilesystem(const Path& any_path) {
+  int fd = ::open(any_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return PosixError("open " + any_path.string(), errno);
+  int rc = ::syncfs(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return PosixError("syncfs " + any_path.string(), err);
+  return Status::Ok();
+}
+
 Status PosixEnv::RemoveFile(const Path& p) {
   if (::unlink(p.c_str()) != 0) return PosixError("unlink " + p.string(), errno);
   return Status::Ok();

@@ -566,3 +566,68 @@ TEST_F(FsObjectStoreFaultTest, CrashAfterFinishKeepsObjectAndDropsUnfinished) {
 
 }  // namespace
 }  // namespace phi::objects
+
+namespace phi::objects {
+namespace {
+
+// PosixEnv with syncfs, recording directory syncs, handing out object ids
+// that all start with ab cd (so objects share one fan-out directory).
+class SyncfsEnv : public EnvWrapper {
+ public:
+  explicit SyncfsEnv(Env& t) : EnvWrapper(t) {}
+  Status SyncFilesystem(const Path& p) override {
+    ++syncfs;
+    return target().SyncFilesystem(p);
+  }
+  Status SyncDir(const Path& d) override {
+    std::lock_guard<std::mutex> lock(mu);
+    synced.push_back(d.filename().string());
+    return target().SyncDir(d);
+  }
+  Status RandomBytes(std::span<std::byte> out) override {
+    PHI_RETURN_IF_ERROR(target().RandomBytes(out));
+    if (out.size() == kIdBytes) {
+      out[0] = std::byte{0xab};
+      out[1] = std::byte{0xcd};
+    }
+    return Status::Ok();
+  }
+  std::mutex mu;
+  std::vector<std::string> synced;
+  int syncfs = 0;
+};
+
+TEST(FsObjectStoreSyncfsTest, DirectoriesPresentAtOpenNeedNoParentSyncs) {
+  TempDir dir;
+  PosixEnv posix;
+  SyncfsEnv env(posix);
+  auto key = NewKey();
+  const KeyId key_id = NewKeyId();
+  auto put = [&](FsObjectStore& store) {
+    auto w = store.NewObject(key_id, *key);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    ASSERT_EQ((*w)->object_id().substr(0, 4), "abcd");
+    auto info = (*w)->AppendAndFinish(std::as_bytes(std::span("payload", 7)));
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+  };
+  {
+    auto store = FsObjectStore::Open(dir.path(), env);
+    ASSERT_TRUE(store.ok());
+    EXPECT_EQ(env.syncfs, 1);
+    env.synced.clear();
+    put(**store);  // creates objects/ab/cd: the leaf and both parents synced
+    EXPECT_EQ(env.synced, (std::vector<std::string>{"objects", "ab", "cd"}));
+    env.synced.clear();
+    put(**store);  // same process, same directory: the leaf only
+    EXPECT_EQ(env.synced, std::vector<std::string>{"cd"});
+  }
+  auto store = FsObjectStore::Open(dir.path(), env);
+  ASSERT_TRUE(store.ok());
+  EXPECT_EQ(env.syncfs, 2);
+  env.synced.clear();
+  put(**store);  // existed at Open, made durable by its syncfs: the leaf only
+  EXPECT_EQ(env.synced, std::vector<std::string>{"cd"});
+}
+
+}  // namespace
+}  // namespace phi::objects
