@@ -1049,7 +1049,8 @@ void SqliteCatalog::WriterLoop() {
         batch.push_back(queue_.front());
         queue_.pop_front();
       } else {
-        const size_t want = std::min(last_batch_, options_.max_batch);
+        const size_t want = std::min(
+            *std::max_element(recent_batches_.begin(), recent_batches_.end()), options_.max_batch);
         if (queue_.size() < want && options_.commit_delay.count() > 0) {
           cv_.wait_for(lk, options_.commit_delay,
                        [&] { return stop_ || queue_.size() >= want || queue_.back()->raw; });
@@ -1058,7 +1059,7 @@ void SqliteCatalog::WriterLoop() {
           batch.push_back(queue_.front());
           queue_.pop_front();
         }
-        last_batch_ = batch.size();
+        recent_batches_[batch_seq_++ % kBatchWindow] = batch.size();
       }
     }
     if (!batch.empty() && batch.front()->raw) {

@@ -24,6 +24,7 @@
 // atomics; the sticky status is guarded by mu_.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -67,11 +68,11 @@ class SqliteCatalog final : public Catalog {
   struct Options {
     size_t readers = 4;      // read-only connections in the pool (>= 1)
     size_t max_batch = 256;  // closures per group commit (>= 1)
-    // When fewer closures are queued than the previous batch held, wait up to
-    // this long for the others before committing (PostgreSQL's commit_delay
-    // with commit_siblings, adaptive): N closed-loop clients then share one
-    // commit instead of alternating between small ones. Never waits when the
-    // previous batch had one closure (a lone writer). 0 disables.
+    // When fewer closures are queued than the largest of the last 32 batches
+    // held, wait up to this long for the others before committing
+    // (PostgreSQL's commit_delay with commit_siblings, adaptive): N
+    // closed-loop clients then share one commit instead of alternating
+    // between small ones. Never waits for a lone writer. 0 disables.
     std::chrono::microseconds commit_delay{500};
     // WAL checkpoints (PASSIVE) run on a background thread with their own
     // connection once the WAL holds this many pages, instead of SQLite's
@@ -190,7 +191,11 @@ class SqliteCatalog final : public Catalog {
   std::deque<Job*> queue_;      // guarded by mu_
   bool stop_ = false;           // guarded by mu_
   Status sticky_;               // guarded by mu_
-  size_t last_batch_ = 1;       // touched only by the writer thread
+  // Sizes of the last kBatchWindow batches (writer thread only): the largest
+  // is how many closures to wait for (commit_delay).
+  static constexpr size_t kBatchWindow = 32;
+  std::array<size_t, kBatchWindow> recent_batches_{};
+  size_t batch_seq_ = 0;
   // Object ids whose kInstancePending flag the next batch clears.
   std::vector<std::string> to_clear_;  // guarded by mu_
 
