@@ -37,34 +37,8 @@ STUDY = "1.2.826.0.1.3680043.8.498.9%d"
 
 
 def make_instance(tmp, study, n):
-    sop = "%s.1.%d" % (study, n)
-    dump = "\n".join([
-        "(0008,0016) UI =CTImageStorage",
-        "(0008,0018) UI [%s]" % sop,
-        "(0008,0020) DA [20240315]",
-        "(0008,0050) SH [ACCB%d]" % n,
-        "(0008,0060) CS [CT]",
-        "(0010,0010) PN [BACKUP^PATIENT]",
-        "(0010,0020) LO [PID-BACKUP-1]",
-        "(0020,000d) UI [%s]" % study,
-        "(0020,000e) UI [%s.1]" % study,
-        "(0020,0013) IS [%d]" % n,
-        "(0028,0002) US 1",
-        "(0028,0004) CS [MONOCHROME2]",
-        "(0028,0010) US 2",
-        "(0028,0011) US 2",
-        "(0028,0100) US 16",
-        "(0028,0101) US 16",
-        "(0028,0102) US 15",
-        "(0028,0103) US 0",
-        "(7fe0,0010) OW %d\\%d\\3\\4" % (n, n * 7 % 65536),
-    ]) + "\n"
-    d = os.path.join(tmp, "b%s_%d.dump" % (study[-2:], n))
-    out = d[:-5] + ".dcm"
-    with open(d, "w") as f:
-        f.write(dump)
-    subprocess.run(["dump2dcm", "+te", d, out], check=True)
-    return sop, out
+    return h.make_tiny_ct(tmp, study, n, "BACKUP^PATIENT", "PID-BACKUP-1", "ACCB%d" % n,
+                          pixels="%d\\%d\\3\\4" % (n, n * 7 % 65536), prefix="b")
 
 
 def dataset_of(part10):

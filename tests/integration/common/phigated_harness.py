@@ -16,6 +16,44 @@ import time
 READY_TIMEOUT = 30
 
 
+def make_tiny_ct(tmp, study, n, patient_name, patient_id, accession, date="20240315",
+                 modality="CT", birth_date=None, pixels="1\\2\\3\\4", prefix="i"):
+    """A 2x2 16-bit CT Image Storage instance (series study.1, SOP study.1.n) made
+    with DCMTK's dump2dcm in tmp; returns (sop_instance_uid, path)."""
+    sop = "%s.1.%d" % (study, n)
+    lines = [
+        "(0008,0016) UI =CTImageStorage",
+        "(0008,0018) UI [%s]" % sop,
+        "(0008,0020) DA [%s]" % date,
+        "(0008,0050) SH [%s]" % accession,
+        "(0008,0060) CS [%s]" % modality,
+        "(0010,0010) PN [%s]" % patient_name,
+        "(0010,0020) LO [%s]" % patient_id,
+    ]
+    if birth_date:
+        lines.append("(0010,0030) DA [%s]" % birth_date)
+    lines += [
+        "(0020,000d) UI [%s]" % study,
+        "(0020,000e) UI [%s.1]" % study,
+        "(0020,0013) IS [%d]" % n,
+        "(0028,0002) US 1",
+        "(0028,0004) CS [MONOCHROME2]",
+        "(0028,0010) US 2",
+        "(0028,0011) US 2",
+        "(0028,0100) US 16",
+        "(0028,0101) US 16",
+        "(0028,0102) US 15",
+        "(0028,0103) US 0",
+        "(7fe0,0010) OW %s" % pixels,
+    ]
+    d = os.path.join(tmp, "%s%s_%d.dump" % (prefix, study[-4:], n))
+    out = d[:-5] + ".dcm"
+    with open(d, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    subprocess.run(["dump2dcm", "+te", d, out], check=True)
+    return sop, out
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
