@@ -211,8 +211,9 @@ int main(int argc, char** argv) {
   std::printf("vault_bench: %d objects of 512 KiB per run in %s\n\n", objects, dir.c_str());
   std::printf("%-8s %12s %10s %12s %10s %8s\n", "writers", "raw obj/s", "raw MB/s", "phigate obj/s",
               "MB/s", "ratio");
-  std::printf("(steady state: both roots start with all 65,536 objects/ab/cd fan-out directories,\n"
-              " as a store has after its first few hundred thousand objects)\n");
+  std::printf(
+      "(steady state: both roots start with all 65,536 objects/ab/cd fan-out directories,\n"
+      " as a store has after its first few hundred thousand objects)\n");
   double phigate_1 = 0;
   for (int threads : {1, 4, 16}) {
     fs::remove_all(dir / "raw");
