@@ -161,6 +161,11 @@ Status FsObjectStore::RecordBackgroundError(const Status& s) {
   return s;
 }
 
+bool FsObjectStore::IsBeingWritten(std::string_view object_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return in_flight_.count(std::string(object_id)) != 0;
+}
+
 void FsObjectStore::EndWrite(const std::string& object_id) {
   std::lock_guard<std::mutex> lock(mu_);
   in_flight_.erase(object_id);

@@ -52,6 +52,7 @@ class FsObjectStore final : public ObjectStore {
   Result<std::vector<std::string>> ListObjectIds() override;
   Result<size_t> CleanTmp() override;
   Status BackgroundError() override;
+  bool IsBeingWritten(std::string_view object_id) override;
 
   const Path& root() const { return root_; }
   // root/objects/ab/cd/<id>.phg; REQUIRES: a valid id.

@@ -51,6 +51,13 @@ class ObjectStore {
   // many were removed. Writes in flight in this process are left alone.
   virtual Result<size_t> CleanTmp() = 0;
 
+  // True while a writer of this object is live in this process (written,
+  // not yet renamed and synced, or being aborted).
+  virtual bool IsBeingWritten(std::string_view object_id) {
+    (void)object_id;
+    return false;
+  }
+
   // OK, or the first durability failure (failed fsync/rename) after which the
   // store refuses writes until it is reopened.
   virtual Status BackgroundError() = 0;

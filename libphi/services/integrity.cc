@@ -12,12 +12,6 @@
 namespace phi::services {
 namespace {
 
-// True if the catalog still flags this object's instance as pending.
-bool IsPending(index::Catalog& catalog, const std::string& object_id) {
-  Result<std::vector<std::string>> pending = catalog.ListPendingObjectIds();
-  return pending.ok() && std::find(pending->begin(), pending->end(), object_id) != pending->end();
-}
-
 void Add(IntegrityReport& r, std::string kind, int64_t study_pk, std::string object,
          std::string detail) {
   ++r.problem_count;
@@ -84,7 +78,7 @@ Status VerifyStudy(index::Catalog& catalog, objects::ObjectStore& objects, Study
         // A stop request is not a finding about the object.
         if (!stopped.ok()) return stopped;
       }
-      if (!s.ok() && s.code() == Code::kNotFound && IsPending(catalog, i.object_id)) {
+      if (!s.ok() && s.code() == Code::kNotFound && objects.IsBeingWritten(i.object_id)) {
         // A store in flight: its rows commit in parallel with its object's
         // rename (IngestService), so the file may not be there yet.
       } else if (!s.ok()) {
