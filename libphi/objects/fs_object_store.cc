@@ -11,6 +11,16 @@ namespace {
 constexpr std::string_view kPhgSuffix = ".phg";
 constexpr std::string_view kTmpSuffix = ".tmp";
 
+// The value of the first `n` hex digits of a valid object id.
+size_t HexPrefixValue(std::string_view id, size_t n) {
+  size_t v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const char c = id[i];
+    v = v * 16 + static_cast<size_t>(c <= '9' ? c - '0' : c - 'a' + 10);
+  }
+  return v;
+}
+
 bool IsHexPrefix(std::string_view s) {
   return s.size() == 2 && std::all_of(s.begin(), s.end(), [](char c) {
            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
@@ -30,6 +40,10 @@ class FsObjectWriter final : public ObjectWriter {
   FsObjectWriter& operator=(const FsObjectWriter&) = delete;
 
   Status Init(const phg::Header& header, crypto::AesGcm& aead) {
+    // The leaf directory is made before the object's bytes are written: its
+    // mkdir is then committed with the object's own fdatasync, and the
+    // directory syncs after the rename find little left to do.
+    if (Status s = store_.EnsureFanoutDir(id_, &parents_to_sync_); !s.ok()) return Fail(s);
     auto enc = PhgEncoder::Create(header, *file_, aead);
     if (!enc.ok()) return Fail(enc.status());
     encoder_ = std::move(enc).value();
@@ -57,18 +71,17 @@ class FsObjectWriter final : public ObjectWriter {
     encoder_.reset();  // wipes its buffer
     if (Status s = file_->Sync(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
     if (Status s = file_->Close(); !s.ok()) return Fail(store_.RecordBackgroundError(s));
-    std::vector<Path> to_sync;
-    PHI_RETURN_IF_ERROR(Fail(store_.EnsureFanoutDir(id_, &to_sync)));
     PHI_RETURN_IF_ERROR(Fail(store_.BackgroundError()));
     const Path final_path = store_.ObjectPath(id_);
     if (Status s = store_.env_.RenameFile(store_.TmpPath(id_), final_path); !s.ok()) {
       return Fail(store_.RecordBackgroundError(s));
     }
     renamed_ = true;
-    // One shared batch: the leaf (for the rename) and, when this process has
-    // not synced them yet, the fan-out parents (for the mkdirs). Syncing the
-    // parents after the rename instead of before it costs no extra round: on
-    // a journaling filesystem the first sync commits them all.
+    // One shared batch: the leaf (for the rename) and, when not known
+    // durable yet, the fan-out parents (for the mkdirs). Syncing the parents
+    // after the rename instead of before it costs no extra round: on a
+    // journaling filesystem the first sync commits them all.
+    std::vector<Path> to_sync = std::move(parents_to_sync_);
     to_sync.insert(to_sync.begin(), final_path.parent_path());
     if (Status s = store_.dir_syncer_.SyncAll(to_sync); !s.ok()) {
       return Fail(store_.RecordBackgroundError(s));
@@ -112,6 +125,7 @@ class FsObjectWriter final : public ObjectWriter {
   WritableFilePtr file_;
   std::unique_ptr<PhgEncoder> encoder_;
   Status error_;
+  std::vector<Path> parents_to_sync_;  // fan-out dirs to sync with the leaf
   bool done_ = false;
   bool renamed_ = false;
 };
@@ -122,8 +136,17 @@ Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env
   std::unique_ptr<FsObjectStore> store(new FsObjectStore(root, env, options));
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->objects_dir_));
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->tmp_dir_));
+  // The 256 first-level fan-out directories (1 MiB on ext4), made once so
+  // that a new leaf costs one mkdir and one parent sync.
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (size_t i = 0; i < 256; ++i) {
+    const char name[3] = {kHex[i >> 4], kHex[i & 15], '\0'};
+    PHI_RETURN_IF_ERROR(env.CreateDirs(store->objects_dir_ / name));
+  }
+  PHI_RETURN_IF_ERROR(env.SyncDir(store->objects_dir_));
   PHI_RETURN_IF_ERROR(env.SyncDir(root));
-  // One syncfs makes every fan-out directory already there durable, so the
+  store->level1_durable_.set();
+  // One syncfs makes every leaf directory already there durable, so the
   // first object into each of them in this process needs no parent syncs.
   store->existing_dirs_durable_ = env.SyncFilesystem(root).ok();
   return store;
@@ -172,34 +195,50 @@ void FsObjectStore::EndWrite(const std::string& object_id) {
 }
 
 Status FsObjectStore::EnsureFanoutDir(std::string_view id, std::vector<Path>* parents_to_sync) {
+  const size_t l1 = HexPrefixValue(id, 2);
+  const size_t leaf = HexPrefixValue(id, 4);
   const Path ab = objects_dir_ / std::string(id.substr(0, 2));
   const Path cd = ab / std::string(id.substr(2, 2));
+  bool sync_objects_dir = false;
   {
     std::lock_guard<std::mutex> lock(dirs_mu_);
-    if (durable_dirs_.count(cd) != 0) return Status::Ok();
-    // A directory that existed when the store was opened was made durable by
-    // the syncfs in Open (when the Env supports it). Otherwise (created by
-    // this process, or no syncfs) its parents are synced once per process: a
-    // previous process may have created it and died before syncing them.
-    if (created_here_.count(cd) == 0) {
+    if (leaf_durable_.test(leaf)) return Status::Ok();
+    // A leaf that existed when the store was opened was made durable by the
+    // syncfs in Open (when the Env supports it). Otherwise (created by this
+    // process, or no syncfs) its parent is synced once per process: a
+    // previous process may have created it and died before syncing.
+    if (!leaf_created_here_.test(leaf)) {
       if (existing_dirs_durable_ && env_.FileExists(cd)) {
-        durable_dirs_.insert(cd);
+        leaf_durable_.set(leaf);
         return Status::Ok();
       }
-      created_here_.insert(cd);
+      leaf_created_here_.set(leaf);
     }
+    sync_objects_dir = !level1_durable_.test(l1);
   }
   // CreateDirs is idempotent: concurrent writers need no lock for it.
   PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
   parents_to_sync->push_back(ab);
-  parents_to_sync->push_back(objects_dir_);
+  if (sync_objects_dir) parents_to_sync->push_back(objects_dir_);
   return Status::Ok();
 }
 
-void FsObjectStore::MarkFanoutDurable(std::string_view id) {
-  const Path ab = objects_dir_ / std::string(id.substr(0, 2));
+void FsObjectStore::SharePrefix(ObjectId& id) {
   std::lock_guard<std::mutex> lock(dirs_mu_);
-  durable_dirs_.insert(ab / std::string(id.substr(2, 2)));
+  if (prefix_uses_left_ == 0) {
+    prefix_ = {id[0], id[1]};  // a new random leaf
+    prefix_uses_left_ = kObjectsPerLeafVisit;
+  } else {
+    id[0] = prefix_[0];
+    id[1] = prefix_[1];
+  }
+  --prefix_uses_left_;
+}
+
+void FsObjectStore::MarkFanoutDurable(std::string_view id) {
+  std::lock_guard<std::mutex> lock(dirs_mu_);
+  level1_durable_.set(HexPrefixValue(id, 2));
+  leaf_durable_.set(HexPrefixValue(id, 4));
 }
 
 Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, crypto::AesGcm& aead) {
@@ -208,6 +247,7 @@ Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, cryp
   header.segment_size = options_.segment_size;
   header.study_key_id = study_key_id;
   PHI_RETURN_IF_ERROR(env_.RandomBytes(header.object_id));
+  SharePrefix(header.object_id);
   // The nonce comes from OpenSSL's CSPRNG: its uniqueness under a study key
   // is what GCM's security rests on.
   PHI_RETURN_IF_ERROR(crypto::RandomBytes(header.base_nonce));

@@ -5,9 +5,16 @@
 //
 // Durable write path (DESIGN "Durability"): segments go to tmp/<id>.tmp,
 // which is fsync'd and closed, renamed into objects/ab/cd/, and that
-// directory is fsync'd (fan-out directories are created on demand; their
-// parents are synced in the same DirSyncer batch as the leaf). Directory
-// fsyncs of concurrent Finish() calls are shared (DirSyncer). Every OS access goes through Env.
+// directory is fsync'd. Object ids are random, except that consecutive
+// objects share the first four hex digits (the leaf directory) for
+// kObjectsPerLeafVisit objects before a new random leaf is drawn: concurrent
+// writers then publish into the same directory and share its fsync
+// (DirSyncer), and a new store creates a leaf per that many objects, not per
+// object. Over time the leaves still fill uniformly. The 256 first-level fan-out directories are
+// made at Open; a leaf is created on demand when its object is started (so the object's own
+// fdatasync already commits the mkdir on a journaling filesystem) and its parent is synced in the
+// same DirSyncer batch as the leaf after the rename. Directory fsyncs of concurrent Finish() calls
+// are shared (DirSyncer). Every OS access goes through Env.
 //
 // Sticky failure (LevelDB RecordBackgroundError): after any failed fsync,
 // rename or directory fsync, the store refuses new writes and Finish(),
@@ -15,9 +22,11 @@
 // safely retried. Reads, Remove and listing keep working.
 //
 // Thread-safety: thread-safe. mu_ guards bg_error_ and in_flight_; dirs_mu_
-// guards durable_dirs_.
+// guards the fan-out state.
 #pragma once
 
+#include <array>
+#include <bitset>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -30,6 +39,9 @@
 #include "libphi/util/env.h"
 
 namespace phi::objects {
+
+// Consecutive new objects placed in one leaf directory (see above).
+inline constexpr uint32_t kObjectsPerLeafVisit = 128;
 
 struct FsObjectStoreOptions {
   uint32_t segment_size = phg::kDefaultSegmentSize;  // validated by Open
@@ -65,10 +77,13 @@ class FsObjectStore final : public ObjectStore {
 
   // Records the first durability failure; returns `s`.
   Status RecordBackgroundError(const Status& s);
-  // Creates objects/ab/cd if missing. Unless this process already made it
-  // durable, appends the directories whose entries must be synced with the
-  // leaf (objects/ab and objects/) to parents_to_sync.
+  // Creates objects/ab/cd if missing. Unless it is known durable, appends the
+  // directories whose entries must be synced with the leaf (objects/ab, and
+  // objects/ unless ab is known durable) to parents_to_sync.
   Status EnsureFanoutDir(std::string_view object_id, std::vector<Path>* parents_to_sync);
+  // Gives a fresh random id the current leaf prefix (or makes its own prefix
+  // the current one when the leaf's visit is over).
+  void SharePrefix(ObjectId& id);
   // Records objects/ab/cd of object_id as durable (its parents were synced).
   void MarkFanoutDurable(std::string_view object_id);
   void EndWrite(const std::string& object_id);
@@ -80,10 +95,15 @@ class FsObjectStore final : public ObjectStore {
   const FsObjectStoreOptions options_;
   DirSyncer dir_syncer_;
 
+  // Fan-out state, indexed by the id's first 2 (level 1) or 4 (leaf) hex
+  // digits. Guarded by dirs_mu_.
   std::mutex dirs_mu_;
-  std::set<Path> durable_dirs_;         // guarded by dirs_mu_: fan-out dirs known durable
-  std::set<Path> created_here_;         // guarded by dirs_mu_: fan-out dirs this process made
-  bool existing_dirs_durable_ = false;  // set by Open: syncfs succeeded
+  std::bitset<256> level1_durable_;       // objects/ab: its entry in objects/ is durable
+  std::bitset<65536> leaf_durable_;       // objects/ab/cd: its entry in ab is durable
+  std::bitset<65536> leaf_created_here_;  // objects/ab/cd: made (or checked) by this process
+  bool existing_dirs_durable_ = false;    // set by Open: syncfs succeeded
+  std::array<std::byte, 2> prefix_{};     // the current leaf (SharePrefix)
+  uint32_t prefix_uses_left_ = 0;
 
   std::mutex mu_;
   Status bg_error_;                  // guarded by mu_

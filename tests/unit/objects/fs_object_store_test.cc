@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <filesystem>
+#include <set>
 #include <thread>
 
 #include "tests/support/fault_env.h"
@@ -510,9 +511,9 @@ TEST_F(FsObjectStoreFaultTest, RenameFailureIsSticky) {
 }
 
 TEST_F(FsObjectStoreFaultTest, DirSyncFailureRemovesObjectAndIsSticky) {
-  // A fresh store's first Finish syncs, after the rename, objects/ (new ab),
-  // ab (new cd) and cd; fail the leaf's.
-  env_.FailNth(FaultEnv::Op::kSyncDir, 3, EIO);
+  // A fresh store's first Finish syncs, after the rename, ab (new cd; ab
+  // itself was made and synced by Open) and then cd; fail the leaf's.
+  env_.FailNth(FaultEnv::Op::kSyncDir, 2, EIO);
   auto r = PutChunked();
   ASSERT_EQ(r.status().code(), Code::kIOError) << r.status().ToString();
   ExpectNothingStored();
@@ -537,10 +538,10 @@ TEST_F(FsObjectStoreFaultTest, DurableWritePathOrder) {
   ASSERT_TRUE(info.ok());
   const std::string& id = info->object_id;
   // The object's data, then its rename, then one batch of directory syncs:
-  // the new leaf (for the rename) and its fresh parents (for the mkdirs).
+  // the new leaf (for the rename) and its parent (for the leaf's mkdir;
+  // objects/ab itself was made and synced by Open).
   std::vector<std::string> want = {"sync " + id + ".tmp", "rename " + id + ".tmp",
-                                   "syncdir objects", "syncdir " + id.substr(0, 2),
-                                   "syncdir " + id.substr(2, 2)};
+                                   "syncdir " + id.substr(0, 2), "syncdir " + id.substr(2, 2)};
   EXPECT_EQ(events, want);
 }
 
@@ -614,9 +615,13 @@ TEST(FsObjectStoreSyncfsTest, DirectoriesPresentAtOpenNeedNoParentSyncs) {
     auto store = FsObjectStore::Open(dir.path(), env);
     ASSERT_TRUE(store.ok());
     EXPECT_EQ(env.syncfs, 1);
+    // Open made the 256 first-level fan-out directories.
+    auto level1 = posix.ListDir(dir.path() / "objects");
+    ASSERT_TRUE(level1.ok());
+    EXPECT_EQ(level1->size(), 256u);
     env.synced.clear();
-    put(**store);  // creates objects/ab/cd: the leaf and both parents synced
-    EXPECT_EQ(env.synced, (std::vector<std::string>{"objects", "ab", "cd"}));
+    put(**store);  // creates objects/ab/cd: the leaf and its parent synced
+    EXPECT_EQ(env.synced, (std::vector<std::string>{"ab", "cd"}));
     env.synced.clear();
     put(**store);  // same process, same directory: the leaf only
     EXPECT_EQ(env.synced, std::vector<std::string>{"cd"});
@@ -627,6 +632,52 @@ TEST(FsObjectStoreSyncfsTest, DirectoriesPresentAtOpenNeedNoParentSyncs) {
   env.synced.clear();
   put(**store);  // existed at Open, made durable by its syncfs: the leaf only
   EXPECT_EQ(env.synced, std::vector<std::string>{"cd"});
+}
+
+// PosixEnv whose object ids are predictable: the n-th id drawn has every
+// byte equal to n (so each draw proposes a different leaf).
+class CountingIdEnv : public EnvWrapper {
+ public:
+  explicit CountingIdEnv(Env& t) : EnvWrapper(t) {}
+  Status RandomBytes(std::span<std::byte> out) override {
+    if (out.size() != kIdBytes) return target().RandomBytes(out);
+    std::fill(out.begin(), out.end(), std::byte{static_cast<uint8_t>(draws++)});
+    return Status::Ok();
+  }
+  int draws = 0;
+};
+
+TEST(FsObjectStoreLeafTest, ConsecutiveObjectsShareALeafForOneVisitThenMoveOn) {
+  TempDir dir;
+  PosixEnv posix;
+  CountingIdEnv env(posix);
+  auto key = NewKey();
+  const KeyId key_id = NewKeyId();
+  auto store = FsObjectStore::Open(dir.path(), env);
+  ASSERT_TRUE(store.ok());
+  std::vector<std::string> ids;
+  for (uint32_t i = 0; i < kObjectsPerLeafVisit + 1; ++i) {
+    auto w = (*store)->NewObject(key_id, *key);
+    ASSERT_TRUE(w.ok()) << w.status().ToString();
+    auto info = (*w)->AppendAndFinish(std::as_bytes(std::span("payload", 7)));
+    ASSERT_TRUE(info.ok()) << info.status().ToString();
+    ids.push_back(info->object_id);
+  }
+  // One visit: the first id's leaf (0000), the rest of each id its own.
+  for (uint32_t i = 0; i < kObjectsPerLeafVisit; ++i) {
+    EXPECT_EQ(ids[i].substr(0, 4), "0000") << i;
+    EXPECT_EQ(ids[i].substr(4, 2),
+              phg::IdToHex(ObjectId{std::byte{static_cast<uint8_t>(i)}}).substr(0, 2))
+        << i;
+  }
+  EXPECT_EQ(std::set<std::string>(ids.begin(), ids.end()).size(), ids.size());
+  // The next visit starts at the next draw's own leaf.
+  const std::string next = phg::IdToHex(ObjectId{std::byte{kObjectsPerLeafVisit & 0xff}});
+  EXPECT_EQ(ids.back().substr(0, 4), next.substr(0, 2) + next.substr(0, 2));
+  // Each object reads back from where its id says.
+  for (const auto& id : ids) {
+    EXPECT_TRUE(posix.FileExists((*store)->ObjectPath(id))) << id;
+  }
 }
 
 }  // namespace
