@@ -53,7 +53,9 @@ void StudyCache::DropLocked(int64_t study_pk) {
   auto rec = std::lower_bound(scan_.begin(), scan_.end(), study_pk,
                               [](const ScanRec& r, int64_t pk) { return r.pk < pk; });
   if (rec != scan_.end() && rec->pk == study_pk) {
-    OPENSSL_cleanse(rec->name8, sizeof(rec->name8));
+    auto name = scan_names_.begin() + (rec - scan_.begin());
+    OPENSSL_cleanse(&*name, sizeof(*name));
+    scan_names_.erase(name);
     scan_.erase(rec);
   }
   slab_.Free(it->second.ref);
@@ -107,12 +109,17 @@ void StudyCache::InsertLocked(index::StudyRow row, const PhiFields& phi) {
   ScanRec rec;
   rec.pk = pk;
   rec.entry = &node->second;
+  char name8[8] = {};
   const std::string& name = phi.Get("PatientName");
-  for (size_t i = 0; i < sizeof(rec.name8) && i < name.size(); ++i) {
-    rec.name8[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
+  for (size_t i = 0; i < sizeof(name8) && i < name.size(); ++i) {
+    name8[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(name[i])));
   }
+  uint64_t word = 0;
+  std::memcpy(&word, name8, sizeof(word));
+  OPENSSL_cleanse(name8, sizeof(name8));
   auto at = std::lower_bound(scan_.begin(), scan_.end(), pk,
                              [](const ScanRec& r, int64_t k) { return r.pk < k; });
+  scan_names_.insert(scan_names_.begin() + (at - scan_.begin()), word);
   scan_.insert(at, rec);
 }
 
@@ -232,10 +239,20 @@ Status StudyCache::Sync(index::Catalog& catalog, const Opener& open) {
 
 void StudyCache::Scan(std::string_view name_prefix, const Visitor& v) const {
   std::shared_lock lock(mu_);
-  const size_t n = std::min(name_prefix.size(), sizeof(ScanRec::name8));
-  for (const ScanRec& r : scan_) {
-    if (n > 0 && std::memcmp(r.name8, name_prefix.data(), n) != 0) continue;
-    if (!v(MakeView(*r.entry))) return;
+  // The prefix test as one masked 8-byte compare per study (a memcmp call
+  // per study was a tenth of a wildcard query's CPU at 100k studies).
+  const size_t n = std::min(name_prefix.size(), sizeof(uint64_t));
+  char want8[8] = {};
+  char mask8[8] = {};
+  std::memcpy(want8, name_prefix.data(), n);
+  std::memset(mask8, 0xFF, n);
+  uint64_t want = 0, mask = 0;
+  std::memcpy(&want, want8, sizeof(want));
+  std::memcpy(&mask, mask8, sizeof(mask));
+  const uint64_t* names = scan_names_.data();
+  for (size_t i = 0, e = scan_names_.size(); i < e; ++i) {
+    if ((names[i] & mask) != want) continue;
+    if (!v(MakeView(*scan_[i].entry))) return;
   }
 }
 

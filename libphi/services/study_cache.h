@@ -100,10 +100,13 @@ class StudyCache {
     NoDumpSlab::Ref ref;
     uint32_t lens[5] = {0, 0, 0, 0, 0};  // match keys, then the encoded fields
   };
-  // The scan index: contiguous, in study_pk order, in no-dump memory.
+  // The scan index: contiguous, in study_pk order, in no-dump memory; with
+  // scan_names_ (same order, scan_names_[i] belongs to scan_[i]): each
+  // study's PatientName's first 8 bytes, ASCII lower-cased, zero padded, as
+  // one word, so that the prefix test walks 8 bytes per study (0.8 MB for
+  // 100k studies) and touches the records only for candidates.
   struct ScanRec {
     int64_t pk = 0;
-    char name8[8] = {};            // PatientName's first 8 bytes, ASCII lower-cased, zero padded
     const Entry* entry = nullptr;  // the node in studies_ (stable)
   };
   struct Header {
@@ -120,11 +123,12 @@ class StudyCache {
   const StudyCacheOptions options_;
   std::atomic<bool> ready_{false};
   mutable std::shared_mutex mu_;
-  NoDumpSlab slab_;                                      // guarded by mu_
-  std::map<int64_t, Entry> studies_;                     // guarded by mu_
-  std::vector<ScanRec, NoDumpAllocator<ScanRec>> scan_;  // guarded by mu_
-  std::unordered_map<index::Token, int64_t> by_token_;   // guarded by mu_
-  std::unordered_set<index::Token> pending_;             // guarded by mu_
+  NoDumpSlab slab_;                                              // guarded by mu_
+  std::map<int64_t, Entry> studies_;                             // guarded by mu_
+  std::vector<ScanRec, NoDumpAllocator<ScanRec>> scan_;          // guarded by mu_
+  std::vector<uint64_t, NoDumpAllocator<uint64_t>> scan_names_;  // guarded by mu_
+  std::unordered_map<index::Token, int64_t> by_token_;           // guarded by mu_
+  std::unordered_set<index::Token> pending_;                     // guarded by mu_
   // Erased while a Build/Sync was reading: not to be (re)inserted by it.
   std::unordered_set<index::Token> tombstones_;      // guarded by mu_
   int readers_in_flight_ = 0;                        // guarded by mu_

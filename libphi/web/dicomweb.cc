@@ -23,6 +23,7 @@
 #include "libphi/services/matching.h"
 #include "libphi/services/no_dump_slab.h"
 #include "libphi/util/log.h"
+#include "libphi/web/dicom_json.h"
 #include "libphi/web/multipart.h"
 #include "libphi/web/qido.h"
 #include "libphi/web/read_ahead.h"
@@ -340,6 +341,22 @@ std::string FrameMediaType(const std::string& ts) {
 
 }  // namespace
 
+std::vector<std::string> AuditObjects(const std::vector<int64_t>& study_pks, size_t max_bytes) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (int64_t pk : study_pks) {
+    std::string one = "study:" + std::to_string(pk);
+    if (!cur.empty() && cur.size() + 1 + one.size() > max_bytes) {
+      out.push_back(std::move(cur));
+      cur.clear();
+    }
+    if (!cur.empty()) cur += ' ';
+    cur += one;
+  }
+  if (!cur.empty()) out.push_back(std::move(cur));
+  return out;
+}
+
 struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
   Impl(DicomwebDeps d, DicomwebOptions o)
       : deps(d), options(o), deid(d.vault, o.deid), boundary_seed(0) {}
@@ -379,7 +396,10 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     return "https://" + host;
   }
 
-  // Audits one record per study (or one "request" record when none).
+  // Audits the request: one record whose object lists every study it
+  // disclosed ("study:<pk> study:<pk> ..."; AuditObjects), more only when
+  // the list is longer than an audit object holds; one "request" record
+  // when it touched none. Committed (group commit) before the response.
   Status Audit(const RequestContext& ctx, std::string_view action,
                const std::vector<int64_t>& study_pks, const std::string& outcome,
                const std::string& detail = "") {
@@ -389,15 +409,15 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     base.outcome = outcome;
     base.peer = ctx.peer_address;
     base.detail = "route=" + ctx.route + (detail.empty() ? "" : ";" + detail);
+    std::vector<std::string> objects = AuditObjects(study_pks, audit::kMaxShortField);
+    if (objects.empty()) objects.emplace_back("request");
     return deps.catalog.Write([&](index::WriteTxn& txn) -> Status {
-      if (study_pks.empty()) {
+      for (size_t k = 0; k < objects.size(); ++k) {
         audit::AuditEvent e = base;
-        e.object = "request";
-        return txn.AppendAudit(e).status();
-      }
-      for (int64_t pk : study_pks) {
-        audit::AuditEvent e = base;
-        e.object = "study:" + std::to_string(pk);
+        e.object = objects[k];
+        if (objects.size() > 1) {
+          e.detail += ";part=" + std::to_string(k + 1) + "/" + std::to_string(objects.size());
+        }
         PHI_RETURN_IF_ERROR(txn.AppendAudit(e).status());
       }
       return Status::Ok();
@@ -486,110 +506,117 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     return out;
   }
 
-  // ---- JSON for QIDO
+  // ---- JSON for QIDO (rendered directly: dicom_json.h)
 
-  json StudyJson(const RequestContext& ctx, const services::StudyMatch& m, const QidoRequest* q) {
+  void StudyJson(const RequestContext& ctx, const services::StudyMatch& m, const QidoRequest* q,
+                 const std::string& base_url, DicomJsonObject& o, std::string& out) {
     const services::PhiFields& p = m.phi;
     const bool share = Share(ctx);
-    json o = json::object();
+    o.Clear();
     std::string uid = ShownUid(ctx, p.Get("StudyInstanceUID"));
     if (share) {
-      Put(o, "00080005", "CS", "ISO_IR 192");
-      Put(o, "00080020", "DA", deid.Date(p.Get("StudyDate"), PatientKey(p)));
-      Put(o, "00080030", "TM", "");
-      Put(o, "00080050", "SH", "");
-      Put(o, "00080090", "PN", "");
-      Put(o, "00100010", "PN", "");
-      Put(o, "00100020", "LO", "");
-      Put(o, "00100030", "DA", "");
-      Put(o, "00100040", "CS", "");
-      Put(o, "00200010", "SH", "");
-      Put(o, "00120062", "CS", "YES");
-      Put(o, "00120063", "LO", deid.method());
+      o.Put("00080005", "CS", "ISO_IR 192");
+      o.Put("00080020", "DA", deid.Date(p.Get("StudyDate"), PatientKey(p)));
+      o.Put("00080030", "TM", "");
+      o.Put("00080050", "SH", "");
+      o.Put("00080090", "PN", "");
+      o.Put("00100010", "PN", "");
+      o.Put("00100020", "LO", "");
+      o.Put("00100030", "DA", "");
+      o.Put("00100040", "CS", "");
+      o.Put("00200010", "SH", "");
+      o.Put("00120062", "CS", "YES");
+      o.Put("00120063", "LO", deid.method());
     } else {
-      Put(o, "00080005", "CS", "ISO_IR 192");
-      Put(o, "00080020", "DA", p.Get("StudyDate"));
-      Put(o, "00080030", "TM", p.Get("StudyTime"));
-      Put(o, "00080050", "SH", p.Get("AccessionNumber"));
-      Put(o, "00080090", "PN", p.Get("ReferringPhysicianName"));
-      Put(o, "00100010", "PN", p.Get("PatientName"));
-      Put(o, "00100020", "LO", p.Get("PatientID"));
-      Put(o, "00100030", "DA", p.Get("PatientBirthDate"));
-      Put(o, "00100040", "CS", p.Get("PatientSex"));
-      Put(o, "00200010", "SH", p.Get("StudyID"));
-      if (Wants(q, 0x00081030)) Put(o, "00081030", "LO", p.Get("StudyDescription"));
-      if (Wants(q, 0x00100021)) Put(o, "00100021", "LO", p.Get("IssuerOfPatientID"));
+      o.Put("00080005", "CS", "ISO_IR 192");
+      o.Put("00080020", "DA", p.Get("StudyDate"));
+      o.Put("00080030", "TM", p.Get("StudyTime"));
+      o.Put("00080050", "SH", p.Get("AccessionNumber"));
+      o.Put("00080090", "PN", p.Get("ReferringPhysicianName"));
+      o.Put("00100010", "PN", p.Get("PatientName"));
+      o.Put("00100020", "LO", p.Get("PatientID"));
+      o.Put("00100030", "DA", p.Get("PatientBirthDate"));
+      o.Put("00100040", "CS", p.Get("PatientSex"));
+      o.Put("00200010", "SH", p.Get("StudyID"));
+      if (Wants(q, 0x00081030)) o.Put("00081030", "LO", p.Get("StudyDescription"));
+      if (Wants(q, 0x00100021)) o.Put("00100021", "LO", p.Get("IssuerOfPatientID"));
     }
-    json mods = json::array();
+    std::vector<std::string_view> mods;
     std::string_view ms(m.row.modalities);
     size_t b = 0;
     while (b < ms.size()) {
       size_t e = ms.find(',', b);
       if (e == std::string_view::npos) e = ms.size();
-      if (e > b) mods.push_back(std::string(ms.substr(b, e - b)));
+      if (e > b) mods.push_back(ms.substr(b, e - b));
       b = e + 1;
     }
-    o["00080061"] = {{"vr", "CS"}};
-    if (!mods.empty()) o["00080061"]["Value"] = mods;
-    Put(o, "0020000D", "UI", uid);
-    PutInt(o, "00201206", "IS", m.row.num_series);
-    PutInt(o, "00201208", "IS", m.row.num_instances);
-    Put(o, "00081190", "UR", BaseUrl(ctx) + "/studies/" + uid);
-    return o;
+    o.PutStrings("00080061", "CS", mods);
+    o.Put("0020000D", "UI", uid);
+    o.PutInt("00201206", "IS", m.row.num_series);
+    o.PutInt("00201208", "IS", m.row.num_instances);
+    o.Put("00081190", "UR", base_url + "/studies/" + uid);
+    o.AppendTo(out);
   }
 
-  json SeriesJson(const RequestContext& ctx, const std::string& study_uid_shown,
-                  const services::SeriesMatch& s, const QidoRequest* q) {
-    json o = json::object();
+  void SeriesJson(const RequestContext& ctx, const std::string& study_uid_shown,
+                  const services::SeriesMatch& s, const QidoRequest* q, const std::string& base_url,
+                  DicomJsonObject& o, std::string& out) {
+    o.Clear();
     std::string uid = ShownUid(ctx, s.phi.Get("SeriesInstanceUID"));
-    Put(o, "00080060", "CS", s.row.modality);
-    Put(o, "0020000D", "UI", study_uid_shown);
-    Put(o, "0020000E", "UI", uid);
+    o.Put("00080060", "CS", s.row.modality);
+    o.Put("0020000D", "UI", study_uid_shown);
+    o.Put("0020000E", "UI", uid);
     if (s.row.series_number) {
-      PutInt(o, "00200011", "IS", *s.row.series_number);
+      o.PutInt("00200011", "IS", *s.row.series_number);
     } else {
-      Put(o, "00200011", "IS", "");
+      o.Put("00200011", "IS", "");
     }
-    PutInt(o, "00201209", "IS", s.row.num_instances);
+    o.PutInt("00201209", "IS", s.row.num_instances);
     if (!Share(ctx)) {
-      if (Wants(q, 0x0008103E)) Put(o, "0008103E", "LO", s.phi.Get("SeriesDescription"));
+      if (Wants(q, 0x0008103E)) o.Put("0008103E", "LO", s.phi.Get("SeriesDescription"));
     }
-    if (Wants(q, 0x00180015)) Put(o, "00180015", "CS", s.phi.Get("BodyPartExamined"));
-    Put(o, "00081190", "UR", BaseUrl(ctx) + "/studies/" + study_uid_shown + "/series/" + uid);
-    return o;
+    if (Wants(q, 0x00180015)) o.Put("00180015", "CS", s.phi.Get("BodyPartExamined"));
+    o.Put("00081190", "UR", base_url + "/studies/" + study_uid_shown + "/series/" + uid);
+    o.AppendTo(out);
   }
 
-  json InstanceJson(const RequestContext& ctx, const std::string& study_uid_shown,
+  void InstanceJson(const RequestContext& ctx, const std::string& study_uid_shown,
                     const std::string& series_uid_shown, const services::InstanceMatch& i,
-                    const QidoRequest* q) {
-    json o = json::object();
+                    const QidoRequest* q, const std::string& base_url, DicomJsonObject& o,
+                    std::string& out) {
+    o.Clear();
     std::string uid = ShownUid(ctx, i.phi.Get("SOPInstanceUID"));
-    Put(o, "00080016", "UI", i.row.sop_class_uid);
-    Put(o, "00080018", "UI", uid);
-    Put(o, "0020000D", "UI", study_uid_shown);
-    Put(o, "0020000E", "UI", series_uid_shown);
+    o.Put("00080016", "UI", i.row.sop_class_uid);
+    o.Put("00080018", "UI", uid);
+    o.Put("0020000D", "UI", study_uid_shown);
+    o.Put("0020000E", "UI", series_uid_shown);
     if (i.row.instance_number) {
-      PutInt(o, "00200013", "IS", *i.row.instance_number);
+      o.PutInt("00200013", "IS", *i.row.instance_number);
     } else {
-      Put(o, "00200013", "IS", "");
+      o.Put("00200013", "IS", "");
     }
-    if (Wants(q, 0x00083002)) Put(o, "00083002", "UI", i.row.transfer_syntax_uid);
-    if (Wants(q, 0x00280301)) Put(o, "00280301", "CS", i.phi.Get("BurnedInAnnotation"));
-    Put(o, "00081190", "UR",
-        BaseUrl(ctx) + "/studies/" + study_uid_shown + "/series/" + series_uid_shown +
-            "/instances/" + uid);
-    return o;
+    if (Wants(q, 0x00083002)) o.Put("00083002", "UI", i.row.transfer_syntax_uid);
+    if (Wants(q, 0x00280301)) o.Put("00280301", "CS", i.phi.Get("BurnedInAnnotation"));
+    o.Put("00081190", "UR",
+          base_url + "/studies/" + study_uid_shown + "/series/" + series_uid_shown + "/instances/" +
+              uid);
+    o.AppendTo(out);
   }
 
-  static Response JsonArray(const json& arr) {
-    if (arr.empty()) {
-      Response r;
+  // A DICOM JSON array of `count` objects rendered into `items` (comma
+  // separated); 204 when there are none.
+  static Response JsonArray(size_t count, const std::string& items) {
+    Response r;
+    r.content_type = kDicomJson;
+    if (count == 0) {
       r.status = 204;
-      r.content_type = kDicomJson;
       return r;
     }
-    Response r = Response::Json(200, Dump(arr));
-    r.content_type = kDicomJson;
+    r.status = 200;
+    r.body.reserve(items.size() + 2);
+    r.body += '[';
+    r.body += items;
+    r.body += ']';
     return r;
   }
 
@@ -622,19 +649,31 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         }
       }
     }
-    json out = json::array();
+    QidoOut out;
     std::vector<int64_t> pks;
     Status s = RunQido(ctx, level, q, &out, &pks);
     if (!s.ok()) return Fail(ctx, "query", s);
-    if (Status a = Audit(ctx, "query", pks, "ok", "results=" + std::to_string(out.size()));
+    if (Status a = Audit(ctx, "query", pks, "ok", "results=" + std::to_string(out.count));
         !a.ok()) {
       return StatusResponse(a);
     }
-    return JsonArray(out);
+    return JsonArray(out.count, out.items);
   }
 
-  Status RunQido(const RequestContext& ctx, QidoLevel level, QidoRequest& q, json* out,
+  // The rendered result objects of a QIDO request.
+  struct QidoOut {
+    size_t count = 0;
+    std::string items;  // the objects, comma separated
+    DicomJsonObject obj;
+    std::string& Next() {
+      if (count++ > 0) items += ',';
+      return items;
+    }
+  };
+
+  Status RunQido(const RequestContext& ctx, QidoLevel level, QidoRequest& q, QidoOut* out,
                  std::vector<int64_t>* pks) {
+    const std::string base_url = BaseUrl(ctx);
     const bool nested_study = ctx.params.count("study") > 0;
     if (auto it = ctx.params.find("series"); it != ctx.params.end()) {
       if (!services::IsValidUid(it->second)) return Status::InvalidArgument("malformed UID");
@@ -675,14 +714,14 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     }
     if (level == QidoLevel::kStudy) {
       for (auto& m : studies) {
-        out->push_back(StudyJson(ctx, m, &q));
+        StudyJson(ctx, m, &q, base_url, out->obj, out->Next());
         pks->push_back(m.row.study_pk);
       }
       return Status::Ok();
     }
     size_t skipped = 0;
     for (auto& m : studies) {
-      if (out->size() >= q.limit) break;
+      if (out->count >= q.limit) break;
       const std::string real_study = m.phi.Get("StudyInstanceUID");
       std::string study_shown = ShownUid(ctx, real_study);
       PHI_ASSIGN_OR_RETURN(std::vector<services::SeriesMatch> series,
@@ -706,8 +745,8 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
             ++skipped;
             continue;
           }
-          if (out->size() >= q.limit) break;
-          out->push_back(SeriesJson(ctx, study_shown, s, &q));
+          if (out->count >= q.limit) break;
+          SeriesJson(ctx, study_shown, s, &q, base_url, out->obj, out->Next());
           any = true;
         }
       } else {
@@ -733,9 +772,9 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
             ++skipped;
             continue;
           }
-          if (out->size() >= q.limit) break;
+          if (out->count >= q.limit) break;
           std::string series_shown = ShownUid(ctx, it->second->phi.Get("SeriesInstanceUID"));
-          out->push_back(InstanceJson(ctx, study_shown, series_shown, i, &q));
+          InstanceJson(ctx, study_shown, series_shown, i, &q, base_url, out->obj, out->Next());
           any = true;
         }
       }
@@ -1014,7 +1053,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         !a.ok()) {
       return StatusResponse(a);
     }
-    if (insts->empty()) return JsonArray(json::array());
+    if (insts->empty()) return JsonArray(0, "");
     Response r = Response::Json(200, std::move(body));
     r.content_type = kDicomJson;
     return r;

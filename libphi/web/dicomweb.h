@@ -6,8 +6,9 @@
 // de-identified data (services::Deidentifier, PS3.15 Annex E Basic profile):
 // its UIDs are mapped both ways, identity matching keys are refused, objects
 // flagged BurnedInAnnotation=YES are withheld. Every request that touches a
-// study is audited per study (actor = certificate subject, action, study pk,
-// outcome) in one catalog transaction before the response is sent.
+// study is audited (actor = certificate subject, action, the pks of the
+// studies it disclosed, outcome; AuditObjects) in one catalog transaction
+// before the response is sent.
 // Problem bodies carry fixed titles only (no UIDs, no query text).
 // Thread-safety: handlers run concurrently on the io threads; the UID map is
 // guarded by a mutex; everything else is immutable or a thread-safe service.
@@ -16,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "libphi/index/catalog.h"
 #include "libphi/services/deid.h"
@@ -49,6 +51,13 @@ struct DicomwebDeps {
   Env& env;
   std::shared_ptr<WebMetrics> metrics;  // for /metrics; may be null
 };
+
+// The audit objects of a request that disclosed `study_pks`: "study:<pk>"
+// joined by spaces (the grammar of other multi-object records, e.g.
+// "study:12 object:ab"), in order, as few strings as fit `max_bytes` each
+// (one per request up to ~80 studies at the audit bound of 1 KiB). Empty
+// when there are no pks.
+std::vector<std::string> AuditObjects(const std::vector<int64_t>& study_pks, size_t max_bytes);
 
 class Dicomweb {
  public:

@@ -1,7 +1,16 @@
 #!/usr/bin/env python3
 """HTTP(S) load driver for web_bench.sh: N requests of one URL from C
 concurrent keep-alive clients; prints p50/p99 latency (ms), or MB/s for
-bulk retrievals. TLS with a client certificate when --cert is given."""
+bulk retrievals. TLS with a client certificate when --cert is given.
+
+Each client first opens its connection and sends one untimed request (TCP,
+the TLS handshake with the client certificate, whose verification the
+server finishes while reading that request; with --throughput only the
+connection), as a viewer keeps its
+connections open: the latencies are those of requests on open connections.
+The first requests (all C clients connecting at once, set-up included) are
+printed on the same line ("first p50/max"); with --reconnect every timed
+request opens a new connection instead and its latency includes the set-up."""
 import argparse
 import http.client
 import ssl
@@ -32,27 +41,51 @@ def main():
     ap.add_argument("-n", type=int, default=400)
     ap.add_argument("--label", default="")
     ap.add_argument("--throughput", action="store_true")
+    ap.add_argument("--reconnect", action="store_true",
+                    help="a new connection (and TLS handshake) for every request")
     a = ap.parse_args()
     prefix = urllib.parse.urlparse(a.base).path.rstrip("/")
     make = conn_factory(a.base, a.cert, a.key, a.ca)
-    lat, sizes, errors = [], [], []
+    lat, sizes, errors, connects = [], [], [], []
     lock = threading.Lock()
     per = max(1, a.n // a.c)
+    ready = threading.Barrier(a.c + 1)
+
+    headers = {"Accept": a.accept} if a.accept else {}
+
+    def get(c):
+        c.request("GET", prefix + a.path, headers=headers)
+        r = c.getresponse()
+        n = 0
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            n += len(chunk)
+        return r.status, n
 
     def worker():
         c = make()
+        t0 = time.perf_counter()
+        try:
+            if a.throughput:
+                c.connect()  # (bulk: no untimed retrieval, only the set-up)
+            else:
+                get(c)
+            with lock:
+                connects.append(time.perf_counter() - t0)
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                errors.append(str(e))
+            c = make()
+        ready.wait()
         for _ in range(per):
+            if a.reconnect:
+                c.close()
+                c = make()
             t0 = time.perf_counter()
             try:
-                c.request("GET", prefix + a.path, headers={"Accept": a.accept} if a.accept else {})
-                r = c.getresponse()
-                n = 0
-                while True:
-                    chunk = r.read(1 << 20)
-                    if not chunk:
-                        break
-                    n += len(chunk)
-                status = r.status
+                status, n = get(c)
             except Exception as e:  # noqa: BLE001
                 with lock:
                     errors.append(str(e))
@@ -65,10 +98,11 @@ def main():
                 lat.append(dt)
                 sizes.append(n)
 
-    t0 = time.perf_counter()
     ths = [threading.Thread(target=worker) for _ in range(a.c)]
     for t in ths:
         t.start()
+    ready.wait()
+    t0 = time.perf_counter()
     for t in ths:
         t.join()
     wall = time.perf_counter() - t0
@@ -84,8 +118,12 @@ def main():
               (a.label, mb / wall, len(sizes), sizes[0] / 1e6, a.c, p50,
                "  errors=%d" % len(errors) if errors else ""))
     else:
-        print("%-48s p50 %7.1f ms  p99 %7.1f ms  (%d req, %d clients, %d B)%s" %
-              (a.label, p50, p99, len(lat), a.c, sizes[0],
+        connects.sort()
+        setup = ("; first p50 %.0f max %.0f ms" %
+                 (statistics.median(connects) * 1000, connects[-1] * 1000)) if connects else ""
+        print("%-48s p50 %7.1f ms  p99 %7.1f ms  (%d req, %d clients, %d B%s%s)%s" %
+              (a.label, p50, p99, len(lat), a.c, sizes[0], setup,
+               ", new connection per request" if a.reconnect else "",
                "  errors=%d %s" % (len(errors), errors[:2]) if errors else ""))
 
 

@@ -237,6 +237,111 @@ TEST_F(DicomwebTest, QidoStudiesMatchesAndPages) {
   EXPECT_EQ(json::parse(r.body).size(), 2u);
 }
 
+// One query, one audit record, listing exactly the studies the response
+// disclosed (not those matched by nothing, not those left out by limit).
+TEST_F(DicomwebTest, QidoAuditRecordListsExactlyTheReturnedStudies) {
+  Synth a, b, c;
+  b.name = "SMYTHE^ANN";
+  b.study_uid = "1.2.826.0.1.3680043.9.7777.2";
+  c.name = "JONES^MARY";
+  c.study_uid = "1.2.826.0.1.3680043.9.7777.3";
+  StoreSynth(a, 1, 1);
+  StoreSynth(b, 1, 1);
+  StoreSynth(c, 1, 1);
+  auto pk = [&](const std::string& uid) {
+    auto m = query_->GetStudy(uid);
+    EXPECT_TRUE(m.ok());
+    return m.ok() ? m->row.study_pk : -1;
+  };
+  auto last_records = [&](size_t before) {
+    auto recs = catalog_->ReadAudit(0, 100000);
+    EXPECT_TRUE(recs.ok());
+    std::vector<audit::AuditRecord> out;
+    if (recs.ok()) out.assign(recs->begin() + static_cast<ptrdiff_t>(before), recs->end());
+    return out;
+  };
+  for (bool cached : {false, true}) {  // rows decrypted, then the study cache
+    if (cached) {
+      ASSERT_TRUE(query_->BuildCache().ok());
+    }
+    size_t before = AuditCount();
+    Result r = Call(Method::kGet, "/studies?PatientName=SM*", kClin);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = json::parse(r.body);
+    ASSERT_EQ(j.size(), 2u);
+    std::vector<audit::AuditRecord> recs = last_records(before);
+    ASSERT_EQ(recs.size(), 1u);
+    std::string want = "study:" + std::to_string(pk(Str(j[0], "0020000D"))) +
+                       " study:" + std::to_string(pk(Str(j[1], "0020000D")));
+    EXPECT_EQ(recs[0].object, want);
+    EXPECT_EQ(recs[0].action, "query");
+    EXPECT_EQ(recs[0].outcome, "ok");
+    EXPECT_EQ(recs[0].actor, "web:CN=test,O=phigate-dev");
+    EXPECT_EQ(recs[0].peer, "127.0.0.1:5555");
+    EXPECT_EQ(recs[0].detail, "route=/studies;results=2");
+    EXPECT_EQ(recs[0].object.find(std::to_string(pk(c.study_uid)) + " "), std::string::npos);
+
+    before = AuditCount();
+    r = Call(Method::kGet, "/studies?PatientName=SM*&limit=1&offset=1", kClin);
+    ASSERT_EQ(r.status, 200);
+    j = json::parse(r.body);
+    ASSERT_EQ(j.size(), 1u);
+    recs = last_records(before);
+    ASSERT_EQ(recs.size(), 1u);
+    EXPECT_EQ(recs[0].object, "study:" + std::to_string(pk(Str(j[0], "0020000D"))));
+
+    before = AuditCount();  // nothing disclosed: one record for the request
+    r = Call(Method::kGet, "/studies?PatientName=NOBODY*", kClin);
+    EXPECT_EQ(r.status, 204);
+    recs = last_records(before);
+    ASSERT_EQ(recs.size(), 1u);
+    EXPECT_EQ(recs[0].object, "request");
+    EXPECT_EQ(recs[0].detail, "route=/studies;results=0");
+  }
+  // Instance level: the studies of the listed instances.
+  size_t before = AuditCount();
+  Result r = Call(Method::kGet, "/instances?Modality=CT", kClin);
+  ASSERT_EQ(r.status, 200);
+  std::vector<audit::AuditRecord> recs = last_records(before);
+  ASSERT_EQ(recs.size(), 1u);
+  EXPECT_EQ(recs[0].object, "study:" + std::to_string(pk(a.study_uid)) +
+                                " study:" + std::to_string(pk(b.study_uid)) +
+                                " study:" + std::to_string(pk(c.study_uid)));
+  auto v = audit::Verify(*catalog_, [&](crypto::ByteSpan in) { return vault_->AuditMac(in); });
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->ok);
+}
+
+// Hostile attribute values come back escaped exactly as the nlohmann tree
+// rendered them: the body equals its own canonical re-rendering, and the
+// values round-trip.
+TEST_F(DicomwebTest, QidoRendersHostileValuesAsNlohmannDid) {
+  Synth a;
+  a.name = "SMI\\TH^\"Q\"</script>\t";
+  a.acc = "A\"\\1";
+  a.description = "caf\xC3\xA9 \xE6\x97\xA5\\u0000";  // (a space before \\ would be trimmed: VM)
+  StoreSynth(a, 1, 1);
+  for (bool cached : {false, true}) {
+    if (cached) {
+      ASSERT_TRUE(query_->BuildCache().ok());
+    }
+    Result r = Call(Method::kGet, "/studies?PatientName=SMI*&includefield=all", kClin);
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = json::parse(r.body);
+    EXPECT_EQ(r.body, j.dump(-1, ' ', false, json::error_handler_t::replace));
+    ASSERT_EQ(j.size(), 1u);
+    EXPECT_EQ(Str(j[0], "00100010"), a.name);
+    EXPECT_EQ(Str(j[0], "00080050"), a.acc);
+    EXPECT_EQ(Str(j[0], "00081030"), a.description);
+    r = Call(Method::kGet, "/studies/" + a.study_uid + "/series?includefield=all", kClin);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, json::parse(r.body).dump(-1, ' ', false, json::error_handler_t::replace));
+    r = Call(Method::kGet, "/studies/" + a.study_uid + "/instances?includefield=all", kClin);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_EQ(r.body, json::parse(r.body).dump(-1, ' ', false, json::error_handler_t::replace));
+  }
+}
+
 TEST_F(DicomwebTest, QidoBadQueriesAre400WithoutEcho) {
   StoreSynth(Synth{}, 1, 1);
   for (const char* q :
