@@ -1,7 +1,10 @@
 // hl7_bench: HL7 v2 ADT^A08 over MLLP, durable ACK vs a minimal echo ACK, on
 // the same transport and the same server code (Hl7Server on one AsioRunner).
 //
-//   hl7_bench DEV_DIR [seconds_per_run]
+//   hl7_bench DEV_DIR [seconds_per_run [only]]
+//
+// `only` (e.g. "plain:8", "tls:1") runs one transport/connection count
+// (profiling with perf record).
 //
 // DEV_DIR is a dev dir as scripts/dev-run.sh / the integration harness make it
 // (pki/, kek, storage/, phigate.yaml from `phigated --print-dev-config`).
@@ -177,6 +180,32 @@ RunResult Latency(uint16_t port, SSL_CTX* ctx, int conns, double seconds, double
   return r;
 }
 
+// The storage ceiling: Handle() called directly from `conns` threads, no
+// network, each thread waiting for its ACK before the next message.
+RunResult Direct(hl7::MessageHandler& h, int conns, double seconds) {
+  std::atomic<uint64_t> done{0}, bad{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  auto t0 = Clock::now();
+  for (int c = 0; c < conns; ++c) {
+    ts.emplace_back([&, c] {
+      hl7::ConnectionInfo info;
+      info.id = 1000 + c;
+      info.peer_address = "127.0.0.1";
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        std::string ack = h.Handle(Adt(c + 100, i), info);
+        if (ack.find("MSA|AA|") == std::string::npos) ++bad;
+        ++done;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : ts) t.join();
+  double el = std::chrono::duration<double>(Clock::now() - t0).count();
+  return {done / el, 0, 0, bad.load()};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -186,6 +215,7 @@ int main(int argc, char** argv) {
   }
   const std::string dev = argv[1];
   const double secs = argc > 2 ? std::atof(argv[2]) : 5.0;
+  const std::string only = argc > 3 ? argv[3] : "";
   Env& env = Env::Default();
   auto cfg = config::Load(dev + "/phigate.yaml", env);
   if (!cfg.ok()) {
@@ -226,8 +256,22 @@ int main(int argc, char** argv) {
               runner.threads(), std::thread::hardware_concurrency());
   std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s\n", "xport", "conns", "server", "msgs/s",
               "vs echo", "p50@1k ms", "p99@1k ms", "not-AA");
+  if (only.rfind("direct:", 0) == 0) {
+    int n = std::atoi(only.c_str() + 7);
+    auto before = (*stack)->catalog().stats();
+    RunResult d = Direct(durable, n, secs);
+    auto after = (*stack)->catalog().stats();
+    std::printf("direct %-5d %-8s %12.0f %10s %12s %12s %8lu  (%.1f per commit)\n", n, "durable",
+                d.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(d.not_aa),
+                double(after.transactions - before.transactions) /
+                    double(std::max<uint64_t>(1, after.commits - before.commits)));
+  }
   for (bool use_tls : {false, true}) {
     for (int conns : {1, 8, 32}) {
+      if (!only.empty() &&
+          only != std::string(use_tls ? "tls:" : "plain:") + std::to_string(conns)) {
+        continue;
+      }
       uint16_t pe = use_tls ? (*s_echo)->tls_port() : (*s_echo)->plain_port();
       uint16_t pd = use_tls ? (*s_durable)->tls_port() : (*s_durable)->plain_port();
       SSL_CTX* c = use_tls ? ctx : nullptr;
