@@ -254,8 +254,8 @@ int main(int argc, char** argv) {
 
   std::printf("hl7_bench: ADT^A08, %.0f s per run, %u io threads, %u cores\n", secs,
               runner.threads(), std::thread::hardware_concurrency());
-  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s\n", "xport", "conns", "server", "msgs/s",
-              "vs echo", "p50@1k ms", "p99@1k ms", "not-AA");
+  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s %9s\n", "xport", "conns", "server", "msgs/s",
+              "vs echo", "p50@1k ms", "p99@1k ms", "not-AA", "msg/commit");
   if (only.rfind("direct:", 0) == 0) {
     int n = std::atoi(only.c_str() + 7);
     auto before = (*stack)->catalog().stats();
@@ -277,15 +277,19 @@ int main(int argc, char** argv) {
       SSL_CTX* c = use_tls ? ctx : nullptr;
       RunResult te = Throughput(pe, c, conns, secs);
       RunResult le = Latency(pe, c, conns, secs, 1000);
+      auto before = (*stack)->catalog().stats();
       RunResult td = Throughput(pd, c, conns, secs);
+      auto after = (*stack)->catalog().stats();
+      const double per_commit = double(after.transactions - before.transactions) /
+                                double(std::max<uint64_t>(1, after.commits - before.commits));
       RunResult ld = Latency(pd, c, conns, secs, 1000);
       const char* x = use_tls ? "tls" : "plain";
       std::printf("%-6s %-5d %-8s %12.0f %10s %12.2f %12.2f %8lu\n", x, conns, "echo",
                   te.msgs_per_s, "1.00", le.p50_ms, le.p99_ms,
                   static_cast<unsigned long>(te.not_aa + le.not_aa));
-      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu\n", x, conns, "durable",
+      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu %9.1f\n", x, conns, "durable",
                   td.msgs_per_s, td.msgs_per_s / te.msgs_per_s, ld.p50_ms, ld.p99_ms,
-                  static_cast<unsigned long>(td.not_aa + ld.not_aa));
+                  static_cast<unsigned long>(td.not_aa + ld.not_aa), per_commit);
       std::fflush(stdout);
     }
   }
