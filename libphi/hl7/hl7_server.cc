@@ -194,7 +194,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (closed_) return;
     const bool stop_reading = peer_done_ || (server_->draining && !framer_.in_frame());
     if (stop_reading) {
-      if (pending_.empty() && inflight_.empty() && !writing_ && !reading_) CloseNow();
+      // (A read still pending only waits for a next message: not taken.)
+      if (pending_.empty() && inflight_.empty() && !writing_) CloseNow();
       return;
     }
     if (!reading_ && pending_.empty() && inflight_.size() < kMaxInFlight) DoRead();

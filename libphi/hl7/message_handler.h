@@ -46,6 +46,8 @@ class MessageHandler {
   // while earlier ones commit); the server sends their ACKs in arrival order.
   // The default calls Handle() inline: right for handlers that never block
   // (NotImplementedHandler); a handler that waits for storage overrides it.
+  // Call `done` once and drop it: it holds the connection (keeping a copy
+  // keeps the connection open, and Hl7Server's destructor waits for it).
   using AckCallback = std::function<void(std::string ack)>;
   virtual void HandleAsync(std::string message, const ConnectionInfo& conn, AckCallback done) {
     std::string ack = Handle(message, conn);
