@@ -1,6 +1,9 @@
 #include "libphi/hl7/hl7_handler.h"
 
+#include <openssl/crypto.h>
+
 #include <chrono>
+#include <future>
 
 #include "libphi/util/log.h"
 
@@ -235,20 +238,36 @@ Hl7HandlerStats Hl7MessageHandler::stats() const {
 }
 
 std::string Hl7MessageHandler::Handle(std::string_view message, const ConnectionInfo& conn) {
+  std::promise<std::string> p;
+  std::future<std::string> f = p.get_future();
+  HandleAsync(std::string(message), conn, [&p](std::string ack) { p.set_value(std::move(ack)); });
+  return f.get();
+}
+
+std::string Hl7MessageHandler::Answer(const MshHeader& msh, bool ok, bool reject,
+                                      const AckError* err) {
+  if (!WantsAcceptAck(msh, ok)) return kNoReply;
+  const bool enhanced = msh.enhanced();
+  std::string_view code = ok       ? (enhanced ? "CA" : "AA")
+                          : reject ? (enhanced ? "CR" : "AR")
+                                   : (enhanced ? "CE" : "AE");
+  return BuildAck(msh, code, NextControlId(), env_.Now(), err);
+}
+
+void Hl7MessageHandler::HandleAsync(std::string message, const ConnectionInfo& conn,
+                                    AckCallback done) {
   ++messages_;
+  // The caller's copy of the message is ours: wipe it on every path.
+  struct Wipe {
+    std::string& s;
+    ~Wipe() { OPENSSL_cleanse(s.data(), s.size()); }
+  } wipe{message};
   Result<MshHeader> msh = ParseMsh(message);
   if (!msh.ok()) {
     ++unreadable_;
-    return {};
+    done({});
+    return;
   }
-  const bool enhanced = msh->enhanced();
-  auto answer = [&](bool ok, bool reject, const AckError* err) -> std::string {
-    if (!WantsAcceptAck(*msh, ok)) return kNoReply;
-    std::string_view code = ok       ? (enhanced ? "CA" : "AA")
-                            : reject ? (enhanced ? "CR" : "AR")
-                                     : (enhanced ? "CE" : "AE");
-    return BuildAck(*msh, code, NextControlId(), env_.Now(), err);
-  };
 
   ParseError perr;
   Result<Message> m = Parse(message, &perr);
@@ -262,7 +281,8 @@ std::string Hl7MessageHandler::Handle(std::string_view message, const Connection
     e.field = perr.field;
     PHI_LOG(kWarning, "hl7 message refused: parse error",
             {{"conn", conn.id}, {"code", perr.code}, {"reason", log::Safe(perr.text)}});
-    return answer(false, false, &e);
+    done(Answer(*msh, false, false, &e));
+    return;
   }
   Refusal refusal;
   Result<services::Hl7Event> ev = ToEvent(*m, message, &refusal);
@@ -273,29 +293,36 @@ std::string Hl7MessageHandler::Handle(std::string_view message, const Connection
              {"type", log::Safe(msh->message_code + "^" + msh->trigger_event)},
              {"code", refusal.error.code},
              {"reason", log::Safe(refusal.error.text)}});
-    return answer(false, refusal.reject, &refusal.error);
+    done(Answer(*msh, false, refusal.reject, &refusal.error));
+    return;
   }
   services::Hl7Context ctx;
   ctx.actor = conn.identity ? "hl7:" + conn.identity->subject : "hl7:" + msh->sending_application;
   ctx.peer = conn.peer_address + ":" + std::to_string(conn.peer_port);
-  Result<services::Hl7Outcome> out = service_.Apply(ctx, *ev);
-  if (!out.ok()) {
-    ++errors_;
-    AckError e;
-    if (out.status().code() == Code::kInvalidArgument) {
-      e.code = 101;
-      e.text = "required field missing or malformed";
-      e.segment = "PID";
-      e.sequence = 0;
-      e.field = 0;
-    } else {
-      e.code = 207;
-      e.text = "not stored; retry later";
-    }
-    return answer(false, false, &e);
-  }
-  ++accepted_;
-  return answer(true, false, nullptr);
+  // The ACK is built when the commit completes (on the catalog's writer
+  // thread: a few string appends), so no thread waits for the fsync.
+  service_.ApplyAsync(std::move(ctx), std::move(ev).value(),
+                      [this, msh = std::move(msh).value(),
+                       done = std::move(done)](Result<services::Hl7Outcome> out) {
+                        if (!out.ok()) {
+                          ++errors_;
+                          AckError e;
+                          if (out.status().code() == Code::kInvalidArgument) {
+                            e.code = 101;
+                            e.text = "required field missing or malformed";
+                            e.segment = "PID";
+                            e.sequence = 0;
+                            e.field = 0;
+                          } else {
+                            e.code = 207;
+                            e.text = "not stored; retry later";
+                          }
+                          done(Answer(msh, false, false, &e));
+                          return;
+                        }
+                        ++accepted_;
+                        done(Answer(msh, true, false, nullptr));
+                      });
 }
 
 }  // namespace phi::hl7

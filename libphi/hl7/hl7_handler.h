@@ -54,11 +54,18 @@ struct Hl7HandlerStats {
 class Hl7MessageHandler : public MessageHandler {
  public:
   Hl7MessageHandler(services::Hl7Service& service, Env& env) : service_(service), env_(env) {}
+  // Blocks until the ACK is known (tests, fuzzer); Hl7Server calls HandleAsync.
   std::string Handle(std::string_view message, const ConnectionInfo& conn) override;
+  // Parses, maps and validates on the calling thread, queues the durable
+  // transaction (services::Hl7Service::ApplyAsync) and returns; `done` gets
+  // the ACK once the commit is durable (AA) or failed (AE 207), on the
+  // catalog's writer thread - or at once for refusals. Wipes `message`.
+  void HandleAsync(std::string message, const ConnectionInfo& conn, AckCallback done) override;
   Hl7HandlerStats stats() const;
 
  private:
   std::string NextControlId();
+  std::string Answer(const MshHeader& msh, bool ok, bool reject, const AckError* err);
 
   services::Hl7Service& service_;
   Env& env_;

@@ -4,10 +4,10 @@
 
 #include <array>
 #include <boost/asio/post.hpp>
-#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -27,10 +27,10 @@ using asio::ip::tcp;
 namespace {
 constexpr size_t kReadChunk = 16 * 1024;
 constexpr auto kShutdownTimeout = std::chrono::seconds(2);
-// Threads that run MessageHandler::Handle. They mostly wait for a group
-// commit, so there are more of them than cores: concurrent connections then
-// share commits instead of queueing behind one another.
-constexpr size_t kHandlerThreads = 32;
+// Messages of one connection with the handler at once (read ahead while
+// earlier ones commit). Their bytes are bounded too: at most
+// max_message_bytes in flight, or one message of any admitted size.
+constexpr size_t kMaxInFlight = 16;
 
 // What Drain() needs from a connection, whatever its stream type.
 class SessionBase {
@@ -46,9 +46,20 @@ struct Hl7Server::Impl : std::enable_shared_from_this<Hl7Server::Impl> {
   tls::TlsContextProvider* tls_provider = nullptr;
   tls::AsioRunner* runner = nullptr;
   MessageHandler* handler = nullptr;
-  // Handlers block until their message is durable: they run here, never on
-  // the io threads, so one slow commit does not hold up other connections.
-  std::unique_ptr<asio::thread_pool> handler_pool;
+  // Messages handed to the handler whose ACK callback has not returned yet,
+  // over all connections: the destructor waits for them (the callbacks post
+  // onto the io_context and use the handler).
+  std::mutex inflight_mu;
+  std::condition_variable inflight_cv;  // guarded by inflight_mu: inflight == 0
+  uint64_t inflight = 0;                // guarded by inflight_mu
+  void BeginMessage() {
+    std::lock_guard<std::mutex> l(inflight_mu);
+    ++inflight;
+  }
+  void EndMessage() {
+    std::lock_guard<std::mutex> l(inflight_mu);
+    if (--inflight == 0) inflight_cv.notify_all();
+  }
 
   std::shared_ptr<tls::TcpListener> tls_listener, plain_listener;
   std::atomic<bool> draining{false};
@@ -105,14 +116,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                                 self->OnHandshake(ec);
                               });
     } else {
-      DoRead();
+      Pump();
     }
   }
 
   void CloseIfIdle() override {
     asio::post(stream_.get_executor(), [self = this->shared_from_this()] {
-      if (self->reading_ && !self->handling_ && !self->framer_.in_frame() &&
-          self->pending_.empty()) {
+      if (self->reading_ && self->inflight_.empty() && !self->writing_ &&
+          !self->framer_.in_frame() && self->pending_.empty()) {
         self->CloseNow();
       }
     });
@@ -122,6 +133,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   }
 
  private:
+  // One message with the handler, in arrival order; its ACK once known.
+  struct Slot {
+    std::string ack;
+    size_t bytes = 0;
+    bool ready = false;
+  };
+
   static Stream MakeStream(tcp::socket sock, const tls::SslContextPtr& ctx) {
     if constexpr (kTls) {
       return Stream(std::move(sock), *ctx);
@@ -155,18 +173,103 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                {"peer", log::Safe(info_.peer_address)},
                {"subject", log::Safe(info_.identity ? info_.identity->subject : "")}});
     }
-    DoRead();
+    Pump();
+  }
+
+  bool CanAdmit(size_t bytes) const {
+    if (inflight_.empty()) return true;
+    return inflight_.size() < kMaxInFlight &&
+           inflight_bytes_ + bytes <= server_->cfg.max_message_bytes;
+  }
+
+  // Moves the connection forward (on its strand): hands queued messages to
+  // the handler, writes the ACKs that are next in order, reads ahead while
+  // there is room, and closes once a finished peer or a drain has nothing
+  // left in flight.
+  void Pump() {
+    if (closed_) return;
+    while (!pending_.empty() && CanAdmit(pending_.front().size())) Dispatch();
+    if (closed_) return;
+    MaybeWrite();
+    if (closed_) return;
+    const bool stop_reading = peer_done_ || (server_->draining && !framer_.in_frame());
+    if (stop_reading) {
+      // (A read still pending only waits for a next message: not taken.)
+      if (pending_.empty() && inflight_.empty() && !writing_) CloseNow();
+      return;
+    }
+    if (!reading_ && pending_.empty() && inflight_.size() < kMaxInFlight) DoRead();
+  }
+
+  void Dispatch() {
+    std::string msg = std::move(pending_.front());
+    pending_.pop_front();
+    const uint64_t seq = next_seq_++;
+    inflight_.push_back(Slot{{}, msg.size(), false});
+    inflight_bytes_ += msg.size();
+    Hl7Server::Impl* impl = server_.get();
+    impl->BeginMessage();
+    // The callback may run on any thread (the catalog's writer) and after the
+    // session closed: it only posts the ACK back onto this strand. It gives
+    // its reference to the session away before EndMessage(), so that once
+    // the server saw the last EndMessage() no callback holds a session.
+    impl->handler->HandleAsync(
+        std::move(msg), info_,
+        [self = this->shared_from_this(), impl, seq](std::string ack) mutable {
+          auto ex = self->stream_.get_executor();
+          asio::post(ex, [self = std::move(self), seq, ack = std::move(ack)]() mutable {
+            self->OnHandled(seq, std::move(ack));
+          });
+          impl->EndMessage();
+        });
+  }
+
+  void OnHandled(uint64_t seq, std::string ack) {
+    if (closed_) return;
+    Slot& slot = inflight_.at(seq - first_seq_);
+    slot.ack = std::move(ack);
+    slot.ready = true;
+    Pump();
+  }
+
+  // Writes every ACK that is ready and next in order, in one write.
+  void MaybeWrite() {
+    if (writing_) return;
+    out_.clear();
+    while (!inflight_.empty() && inflight_.front().ready) {
+      Slot slot = std::move(inflight_.front());
+      inflight_.pop_front();
+      ++first_seq_;
+      inflight_bytes_ -= slot.bytes;
+      if (slot.ack.empty()) {
+        PHI_LOG(
+            kWarning, "hl7 message without readable MSH; closing",
+            {{"conn", info_.id}, {"peer", log::Safe(info_.peer_address)}, {"bytes", slot.bytes}});
+        if (out_.empty()) {
+          CloseNow();
+          return;
+        }
+        close_after_write_ = true;  // the earlier ACKs first
+        break;
+      }
+      if (slot.ack == kNoReply) continue;
+      out_ += MllpEncode(slot.ack);
+    }
+    if (out_.empty()) return;
+    writing_ = true;
+    beast::get_lowest_layer(stream_).expires_after(ReadTimeout());
+    asio::async_write(stream_, asio::buffer(out_),
+                      [self = this->shared_from_this()](boost::system::error_code ec, size_t) {
+                        self->writing_ = false;
+                        if (ec || self->close_after_write_) {
+                          self->CloseNow();
+                          return;
+                        }
+                        self->Pump();
+                      });
   }
 
   void DoRead() {
-    if (!pending_.empty()) {
-      Process();
-      return;
-    }
-    if (server_->draining && !framer_.in_frame()) {
-      CloseNow();
-      return;
-    }
     beast::get_lowest_layer(stream_).expires_after(framer_.in_frame() ? ReadTimeout()
                                                                       : IdleTimeout());
     reading_ = true;
@@ -177,7 +280,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void OnRead(boost::system::error_code ec, size_t n) {
     reading_ = false;
+    if (closed_) return;
     if (ec) {
+      if (ec == asio::error::eof && !framer_.in_frame()) {
+        // The peer finished sending: answer what is in flight, then close.
+        peer_done_ = true;
+        Pump();
+        return;
+      }
       if (ec == beast::error::timeout) {
         PHI_LOG(kInfo, "hl7 connection timed out",
                 {{"conn", info_.id}, {"in_frame", framer_.in_frame()}});
@@ -192,47 +302,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       CloseNow();
       return;
     }
-    DoRead();
-  }
-
-  void Process() {
-    std::string msg = std::move(pending_.front());
-    pending_.pop_front();
-    handling_ = true;
-    asio::post(
-        *server_->handler_pool, [self = this->shared_from_this(), msg = std::move(msg)]() mutable {
-          size_t bytes = msg.size();
-          std::string ack = self->server_->handler->Handle(msg, self->info_);
-          OPENSSL_cleanse(msg.data(), msg.size());
-          asio::post(self->stream_.get_executor(), [self, ack = std::move(ack), bytes]() mutable {
-            self->OnHandled(std::move(ack), bytes);
-          });
-        });
-  }
-
-  void OnHandled(std::string ack, size_t bytes) {
-    handling_ = false;
-    if (closed_) return;
-    if (ack.empty()) {
-      PHI_LOG(kWarning, "hl7 message without readable MSH; closing",
-              {{"conn", info_.id}, {"peer", log::Safe(info_.peer_address)}, {"bytes", bytes}});
-      CloseNow();
-      return;
-    }
-    if (ack == kNoReply) {
-      DoRead();
-      return;
-    }
-    out_ = MllpEncode(ack);
-    beast::get_lowest_layer(stream_).expires_after(ReadTimeout());
-    asio::async_write(stream_, asio::buffer(out_),
-                      [self = this->shared_from_this()](boost::system::error_code ec, size_t) {
-                        if (ec) {
-                          self->CloseNow();
-                          return;
-                        }
-                        self->DoRead();
-                      });
+    Pump();
   }
 
   void CloseNow() {
@@ -260,10 +330,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   MllpFramer framer_;
   ConnectionInfo info_;
   std::array<char, kReadChunk> buf_;
-  std::deque<std::string> pending_;
-  std::string out_;
+  std::deque<std::string> pending_;  // framed, not yet handed to the handler
+  std::deque<Slot> inflight_;        // with the handler; front = next ACK to send
+  uint64_t first_seq_ = 0;           // sequence number of inflight_.front()
+  uint64_t next_seq_ = 0;            // sequence number of the next message
+  size_t inflight_bytes_ = 0;
+  std::string out_;  // the ACKs being written
   bool reading_ = false;
-  bool handling_ = false;  // a message is with the handler pool
+  bool writing_ = false;
+  bool peer_done_ = false;          // EOF between frames: finish, then close
+  bool close_after_write_ = false;  // an unreadable message follows the ACKs being written
   bool closed_ = false;
 };
 
@@ -329,7 +405,6 @@ Result<std::unique_ptr<Hl7Server>> Hl7Server::Create(const config::Hl7Config& cf
   impl->tls_provider = tls_provider;
   impl->runner = &runner;
   impl->handler = &handler;
-  impl->handler_pool = std::make_unique<asio::thread_pool>(kHandlerThreads);
   impl->allowed = std::make_shared<const std::vector<config::Network>>(cfg.allowed_networks);
   impl->tls_state = cfg.tls.enabled ? "stopped" : "disabled";
   impl->plain_state = cfg.plain.enabled ? "stopped" : "disabled";
@@ -338,9 +413,10 @@ Result<std::unique_ptr<Hl7Server>> Hl7Server::Create(const config::Hl7Config& cf
 
 Hl7Server::~Hl7Server() {
   StopAccepting();
-  // Let handlers in flight finish (their ACKs may no longer be sent); after
-  // this no pool thread can hold the last reference to impl_.
-  impl_->handler_pool->join();
+  // Let messages in flight finish (their ACKs may no longer be sent): after
+  // this no handler callback touches the handler or posts onto the runner.
+  std::unique_lock<std::mutex> l(impl_->inflight_mu);
+  impl_->inflight_cv.wait(l, [this] { return impl_->inflight == 0; });
 }
 
 Status Hl7Server::Start() {

@@ -336,6 +336,16 @@ class Catalog : public audit::AuditReader {
   // returned, once the closure's group commit is durable (or failed). Lets a
   // caller overlap the commit with other I/O (IngestService).
   virtual std::future<Status> WriteAsync(std::function<Status(WriteTxn&)> fn) = 0;
+  // The same, completed by a callback instead of a future: `done` receives
+  // what Write() would have returned, once the closure's group commit is
+  // durable (or failed). It runs on the writer thread (or on the caller's
+  // thread when the write is refused at once, e.g. sticky failure), so it
+  // must be quick, must not throw and must not call Write(): hand the result
+  // to your own executor. Lets an event-driven caller (the HL7 edge) resume
+  // without a thread blocked on a future. The default runs Write() inline.
+  virtual void WriteThen(std::function<Status(WriteTxn&)> fn, std::function<void(Status)> done) {
+    done(Write(std::move(fn)));
+  }
   // Queues ClearPending(object_id) for the next group commit (or an idle
   // flush within about a second). Losing it in a crash is harmless: recovery
   // clears pending rows whose object exists.

@@ -278,6 +278,8 @@ struct SqliteCatalog::Job {
   std::function<Status(Db&)> raw;        // a statement outside any transaction
   std::promise<Status> done;
   bool owned = false;  // heap-allocated by WriteAsync: Complete() deletes it
+  // WriteThen: called with the result instead of `done` (the job is owned).
+  std::function<void(Status)> then;
 };
 
 class SqliteCatalog::ReaderLease {
@@ -953,6 +955,13 @@ size_t SqliteCatalog::QueueDepthForTest() const {
 }
 
 void SqliteCatalog::Complete(Job* job, Status s) {
+  if (job->then) {
+    // The closure (and what it captured) goes before the caller resumes.
+    std::function<void(Status)> then = std::move(job->then);
+    delete job;
+    then(std::move(s));
+    return;
+  }
   const bool owned = job->owned;
   job->done.set_value(std::move(s));  // a stack Job may be gone after this
   if (owned) delete job;
@@ -998,6 +1007,19 @@ std::future<Status> SqliteCatalog::WriteAsync(std::function<Status(WriteTxn&)> f
   job->owned = true;
   job->txn = std::move(fn);
   return Submit(job);
+}
+
+void SqliteCatalog::WriteThen(std::function<Status(WriteTxn&)> fn,
+                              std::function<void(Status)> done) {
+  if (!fn) {
+    done(Status::InvalidArgument("catalog: empty write closure"));
+    return;
+  }
+  auto* job = new Job;
+  job->owned = true;
+  job->txn = std::move(fn);
+  job->then = std::move(done);
+  (void)Submit(job);  // the future is never read: `then` gets the result
 }
 
 void SqliteCatalog::ClearPendingLater(std::string object_id) {

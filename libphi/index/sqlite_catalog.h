@@ -111,6 +111,7 @@ class SqliteCatalog final : public Catalog {
 
   Status Write(std::function<Status(WriteTxn&)> fn) override;
   std::future<Status> WriteAsync(std::function<Status(WriteTxn&)> fn) override;
+  void WriteThen(std::function<Status(WriteTxn&)> fn, std::function<void(Status)> done) override;
   void ClearPendingLater(std::string object_id) override;
   Status health() const override;
   Status Checkpoint() override;

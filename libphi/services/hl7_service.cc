@@ -1,5 +1,11 @@
 #include "libphi/services/hl7_service.h"
 
+#include <openssl/crypto.h>
+
+#include <future>
+#include <memory>
+#include <optional>
+
 #include "libphi/services/ingest_service.h"
 #include "libphi/util/log.h"
 
@@ -191,28 +197,64 @@ index::Token Hl7Service::Tok(std::string_view attr, std::string_view value) cons
   return index::Token(reinterpret_cast<const char*>(d.data()), d.size());
 }
 
-Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) {
-  if (Status v = Validate(ev); !v.ok()) {
-    ++refused_;
-    return v;
-  }
-  const index::Token pid = Tok("PatientID", ev.patient.patient_id);
-  std::optional<index::Token> prior;
-  if (ev.kind == Hl7Event::Kind::kPatientMerge) prior = Tok("PatientID", ev.prior_patient_id);
-  std::optional<index::Token> msg_acc;
-  std::vector<index::Token> order_acc;
-  for (const OrderInfo& o : ev.orders)
-    order_acc.push_back(Tok("AccessionNumber", o.accession_number));
-  if (ev.kind == Hl7Event::Kind::kOrder && ev.orders.size() == 1) msg_acc = order_acc[0];
-  std::optional<index::Token> report_acc;
-  if (ev.kind == Hl7Event::Kind::kReport) {
-    report_acc = Tok("AccessionNumber", ev.report.accession_number);
-    msg_acc = report_acc;
-  }
+namespace {
 
+// One event on its way through the writer: what the closure needs and what
+// it produces, shared by the closure and its completion.
+struct ApplyState {
+  Hl7Context ctx;
+  Hl7Event ev;
+  index::Token pid;
+  std::optional<index::Token> prior, msg_acc, report_acc;
+  std::vector<index::Token> order_acc;
   Hl7Outcome out;
   std::vector<index::Token> resealed;  // studies whose sealed PHI this message replaced
-  Status st = catalog_.Write([&](index::WriteTxn& txn) -> Status {
+  ~ApplyState() {
+    // The message text is PHI: do not leave it in freed heap memory.
+    if (!ev.raw.empty()) OPENSSL_cleanse(ev.raw.data(), ev.raw.size());
+  }
+};
+
+}  // namespace
+
+Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) {
+  std::promise<Result<Hl7Outcome>> p;
+  std::future<Result<Hl7Outcome>> f = p.get_future();
+  ApplyAsync(ctx, ev, [&p](Result<Hl7Outcome> r) { p.set_value(std::move(r)); });
+  return f.get();
+}
+
+void Hl7Service::ApplyAsync(Hl7Context ctx, Hl7Event event, ApplyDone done) {
+  if (Status v = Validate(event); !v.ok()) {
+    ++refused_;
+    done(std::move(v));
+    return;
+  }
+  auto st = std::make_shared<ApplyState>();
+  st->ctx = std::move(ctx);
+  st->ev = std::move(event);
+  const Hl7Event& ev = st->ev;
+  st->pid = Tok("PatientID", ev.patient.patient_id);
+  if (ev.kind == Hl7Event::Kind::kPatientMerge) st->prior = Tok("PatientID", ev.prior_patient_id);
+  for (const OrderInfo& o : ev.orders) {
+    st->order_acc.push_back(Tok("AccessionNumber", o.accession_number));
+  }
+  if (ev.kind == Hl7Event::Kind::kOrder && ev.orders.size() == 1) st->msg_acc = st->order_acc[0];
+  if (ev.kind == Hl7Event::Kind::kReport) {
+    st->report_acc = Tok("AccessionNumber", ev.report.accession_number);
+    st->msg_acc = st->report_acc;
+  }
+
+  auto closure = [this, st](index::WriteTxn& txn) -> Status {
+    const Hl7Event& ev = st->ev;
+    const Hl7Context& ctx = st->ctx;
+    const index::Token& pid = st->pid;
+    const std::optional<index::Token>& prior = st->prior;
+    const std::optional<index::Token>& msg_acc = st->msg_acc;
+    const std::optional<index::Token>& report_acc = st->report_acc;
+    const std::vector<index::Token>& order_acc = st->order_acc;
+    Hl7Outcome& out = st->out;
+    std::vector<index::Token>& resealed = st->resealed;
     out = Hl7Outcome{};
     resealed.clear();
     TxnKeys keys(vault_, txn);
@@ -318,19 +360,24 @@ Result<Hl7Outcome> Hl7Service::Apply(const Hl7Context& ctx, const Hl7Event& ev) 
     a.peer = ctx.peer;
     a.detail = ev.message_type + " " + out.Summary();
     return txn.AppendAudit(a).status();
-  });
-  if (!st.ok()) {
-    if (st.code() == Code::kInvalidArgument) {
-      ++refused_;
-    } else {
-      ++failed_;
-      PHI_LOG(kError, "hl7 message not stored", {{"status", st}});
+  };
+  // Runs on the writer thread: only counters, cache invalidation and `done`.
+  auto then = [this, st, done = std::move(done)](Status s) {
+    if (!s.ok()) {
+      if (s.code() == Code::kInvalidArgument) {
+        ++refused_;
+      } else {
+        ++failed_;
+        PHI_LOG(kError, "hl7 message not stored", {{"status", s}});
+      }
+      done(std::move(s));
+      return;
     }
-    return st;
-  }
-  for (const index::Token& t : resealed) keys_.StudyChanged(t);  // before the ack
-  ++applied_;
-  return out;
+    for (const index::Token& t : st->resealed) keys_.StudyChanged(t);  // before the ack
+    ++applied_;
+    done(st->out);
+  };
+  catalog_.WriteThen(std::move(closure), std::move(then));
 }
 
 Result<std::vector<StoredReport>> Hl7Service::OpenReports(const index::Token& acc) {

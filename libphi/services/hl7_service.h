@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,16 @@ class Hl7Service {
   // InvalidArgument when required data is missing or malformed (nothing stored);
   // other codes for storage failures (nothing stored either).
   Result<Hl7Outcome> Apply(const Hl7Context& ctx, const Hl7Event& ev);
+
+  // The same without blocking: validates and computes the blind tokens on the
+  // calling thread, queues the transaction for the catalog's next group
+  // commit and returns. `done` gets what Apply() would have returned, once
+  // the commit is durable (or failed): on the catalog's writer thread (or
+  // the caller's, when refused at once), so it must be quick and must not
+  // block; it is called exactly once. Events queued one after the other are
+  // applied in that order. The service must outlive the call of `done`.
+  using ApplyDone = std::function<void(Result<Hl7Outcome>)>;
+  void ApplyAsync(Hl7Context ctx, Hl7Event ev, ApplyDone done);
 
   // Reports for the study with that StudyInstanceUID (by its accession number),
   // and for an accession number (pending or attached).

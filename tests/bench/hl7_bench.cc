@@ -1,15 +1,20 @@
 // hl7_bench: HL7 v2 ADT^A08 over MLLP, durable ACK vs a minimal echo ACK, on
 // the same transport and the same server code (Hl7Server on one AsioRunner).
 //
-//   hl7_bench DEV_DIR [seconds_per_run]
+//   hl7_bench DEV_DIR [seconds_per_run [only]]
+//
+// `only` (e.g. "plain:8", "tls:1") runs one transport/connection count
+// (profiling with perf record).
 //
 // DEV_DIR is a dev dir as scripts/dev-run.sh / the integration harness make it
 // (pki/, kek, storage/, phigate.yaml from `phigated --print-dev-config`).
 // Both servers run in this process on ephemeral ports; the clients are
 // threads with blocking sockets (plain) or OpenSSL (TLS, dev client cert).
-// Prints, for plain and TLS, 1 and 8 connections: messages/s closed-loop
-// (each connection sends the next message when it has the ACK), and ACK
-// latency p50/p99 at a fixed aggregate 1,000 msg/s. Not a ctest test.
+// Prints, for plain and TLS, 1, 8 and 32 connections: messages/s closed-loop
+// (each connection sends the next message when it has the ACK), ACK latency
+// p50/p99 at a fixed aggregate 1,000 msg/s, and closures per group commit of
+// the durable throughput run; and "8x16": 8 connections streaming with 16
+// messages in flight each (ACKs still in order). Not a ctest test.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -22,6 +27,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <deque>
 #include <string>
 #include <thread>
 #include <vector>
@@ -90,30 +96,39 @@ class Conn {
     }
     close(fd_);
   }
-  // Sends one framed message and waits for one framed ACK; returns MSA-1.
-  std::string RoundTrip(const std::string& msg) {
+  // Sends one framed message.
+  void Send(const std::string& msg) {
     std::string f = hl7::MllpEncode(msg);
     if (ssl_) {
       if (SSL_write(ssl_, f.data(), static_cast<int>(f.size())) <= 0) abort();
     } else if (send(fd_, f.data(), f.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(f.size())) {
       abort();
     }
-    std::deque<std::string> out;
+  }
+  // Waits for the next framed ACK; returns its MSA-1.
+  std::string Receive() {
     char buf[8192];
-    while (out.empty()) {
+    while (acks_.empty()) {
       int n = ssl_ ? SSL_read(ssl_, buf, sizeof(buf))
                    : static_cast<int>(recv(fd_, buf, sizeof(buf), 0));
       if (n <= 0) abort();
-      if (!framer_.Feed(std::string_view(buf, n), &out).ok()) abort();
+      if (!framer_.Feed(std::string_view(buf, n), &acks_).ok()) abort();
     }
-    size_t p = out.front().find("MSA|");
-    return p == std::string::npos ? "" : out.front().substr(p + 4, 2);
+    std::string ack = std::move(acks_.front());
+    acks_.pop_front();
+    size_t p = ack.find("MSA|");
+    return p == std::string::npos ? "" : ack.substr(p + 4, 2);
+  }
+  std::string RoundTrip(const std::string& msg) {
+    Send(msg);
+    return Receive();
   }
 
  private:
   int fd_ = -1;
   SSL* ssl_ = nullptr;
   hl7::MllpFramer framer_{1 << 20};
+  std::deque<std::string> acks_;
 };
 
 struct RunResult {
@@ -122,7 +137,10 @@ struct RunResult {
   uint64_t not_aa = 0;
 };
 
-RunResult Throughput(uint16_t port, SSL_CTX* ctx, int conns, double seconds) {
+// Closed loop: `window` messages in flight per connection (1 = send the next
+// message when the ACK of the previous one is in, what most RIS do; more =
+// a streaming sender, answered in order by the server's read-ahead).
+RunResult Throughput(uint16_t port, SSL_CTX* ctx, int conns, double seconds, int window = 1) {
   std::atomic<uint64_t> done{0}, bad{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> ts;
@@ -130,9 +148,12 @@ RunResult Throughput(uint16_t port, SSL_CTX* ctx, int conns, double seconds) {
   for (int c = 0; c < conns; ++c) {
     ts.emplace_back([&, c] {
       Conn k(port, ctx);
-      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
-        if (k.RoundTrip(Adt(c, i)) != "AA") ++bad;
+      uint64_t sent = 0;
+      for (; sent < static_cast<uint64_t>(window); ++sent) k.Send(Adt(c, sent));
+      for (uint64_t acked = 0; acked < sent; ++acked) {
+        if (k.Receive() != "AA") ++bad;
         ++done;
+        if (!stop.load(std::memory_order_relaxed)) k.Send(Adt(c, sent++));
       }
     });
   }
@@ -177,6 +198,32 @@ RunResult Latency(uint16_t port, SSL_CTX* ctx, int conns, double seconds, double
   return r;
 }
 
+// The storage ceiling: Handle() called directly from `conns` threads, no
+// network, each thread waiting for its ACK before the next message.
+RunResult Direct(hl7::MessageHandler& h, int conns, double seconds) {
+  std::atomic<uint64_t> done{0}, bad{0};
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> ts;
+  auto t0 = Clock::now();
+  for (int c = 0; c < conns; ++c) {
+    ts.emplace_back([&, c] {
+      hl7::ConnectionInfo info;
+      info.id = 1000 + c;
+      info.peer_address = "127.0.0.1";
+      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+        std::string ack = h.Handle(Adt(c + 100, i), info);
+        if (ack.find("MSA|AA|") == std::string::npos) ++bad;
+        ++done;
+      }
+    });
+  }
+  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+  stop = true;
+  for (auto& t : ts) t.join();
+  double el = std::chrono::duration<double>(Clock::now() - t0).count();
+  return {done / el, 0, 0, bad.load()};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -186,6 +233,7 @@ int main(int argc, char** argv) {
   }
   const std::string dev = argv[1];
   const double secs = argc > 2 ? std::atof(argv[2]) : 5.0;
+  const std::string only = argc > 3 ? argv[3] : "";
   Env& env = Env::Default();
   auto cfg = config::Load(dev + "/phigate.yaml", env);
   if (!cfg.ok()) {
@@ -224,24 +272,56 @@ int main(int argc, char** argv) {
 
   std::printf("hl7_bench: ADT^A08, %.0f s per run, %u io threads, %u cores\n", secs,
               runner.threads(), std::thread::hardware_concurrency());
-  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s\n", "xport", "conns", "server", "msgs/s",
-              "vs echo", "p50@1k ms", "p99@1k ms", "not-AA");
+  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s %9s\n", "xport", "conns", "server", "msgs/s",
+              "vs echo", "p50@1k ms", "p99@1k ms", "not-AA", "msg/commit");
+  if (only.rfind("direct:", 0) == 0) {
+    int n = std::atoi(only.c_str() + 7);
+    auto before = (*stack)->catalog().stats();
+    RunResult d = Direct(durable, n, secs);
+    auto after = (*stack)->catalog().stats();
+    std::printf("direct %-5d %-8s %12.0f %10s %12s %12s %8lu  (%.1f per commit)\n", n, "durable",
+                d.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(d.not_aa),
+                double(after.transactions - before.transactions) /
+                    double(std::max<uint64_t>(1, after.commits - before.commits)));
+  }
   for (bool use_tls : {false, true}) {
     for (int conns : {1, 8, 32}) {
+      if (!only.empty() &&
+          only != std::string(use_tls ? "tls:" : "plain:") + std::to_string(conns)) {
+        continue;
+      }
       uint16_t pe = use_tls ? (*s_echo)->tls_port() : (*s_echo)->plain_port();
       uint16_t pd = use_tls ? (*s_durable)->tls_port() : (*s_durable)->plain_port();
       SSL_CTX* c = use_tls ? ctx : nullptr;
       RunResult te = Throughput(pe, c, conns, secs);
       RunResult le = Latency(pe, c, conns, secs, 1000);
+      auto before = (*stack)->catalog().stats();
       RunResult td = Throughput(pd, c, conns, secs);
+      auto after = (*stack)->catalog().stats();
+      const double per_commit = double(after.transactions - before.transactions) /
+                                double(std::max<uint64_t>(1, after.commits - before.commits));
       RunResult ld = Latency(pd, c, conns, secs, 1000);
       const char* x = use_tls ? "tls" : "plain";
       std::printf("%-6s %-5d %-8s %12.0f %10s %12.2f %12.2f %8lu\n", x, conns, "echo",
                   te.msgs_per_s, "1.00", le.p50_ms, le.p99_ms,
                   static_cast<unsigned long>(te.not_aa + le.not_aa));
-      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu\n", x, conns, "durable",
+      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu %9.1f\n", x, conns, "durable",
                   td.msgs_per_s, td.msgs_per_s / te.msgs_per_s, ld.p50_ms, ld.p99_ms,
-                  static_cast<unsigned long>(td.not_aa + ld.not_aa));
+                  static_cast<unsigned long>(td.not_aa + ld.not_aa), per_commit);
+      if (conns == 8) {
+        // A streaming sender (16 in flight per connection), for comparison.
+        RunResult we = Throughput(pe, c, conns, secs, 16);
+        auto b = (*stack)->catalog().stats();
+        RunResult wd = Throughput(pd, c, conns, secs, 16);
+        auto a = (*stack)->catalog().stats();
+        std::printf("%-6s %-5s %-8s %12.0f %10s %12s %12s %8lu\n", x, "8x16", "echo", we.msgs_per_s,
+                    "1.00", "-", "-", static_cast<unsigned long>(we.not_aa));
+        std::printf("%-6s %-5s %-8s %12.0f %10.2f %12s %12s %8lu %9.1f\n", x, "8x16", "durable",
+                    wd.msgs_per_s, wd.msgs_per_s / we.msgs_per_s, "-", "-",
+                    static_cast<unsigned long>(wd.not_aa),
+                    double(a.transactions - b.transactions) /
+                        double(std::max<uint64_t>(1, a.commits - b.commits)));
+      }
       std::fflush(stdout);
     }
   }

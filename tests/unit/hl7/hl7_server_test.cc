@@ -5,6 +5,9 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "libphi/hl7/ack.h"
 #include "libphi/hl7/mllp_framer.h"
@@ -129,6 +132,129 @@ TEST_F(Hl7ServerTest, PipelinedMessagesOnOneRawConnectionStayInOrder) {
   auto ids = AckedIds(got);
   ASSERT_EQ(ids.size(), 20u);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(ids[i], "P" + std::to_string(i));
+}
+
+// Holds every message's callback until the test completes it: shows how many
+// messages of one connection are with the handler at once, and lets the test
+// complete them in any order.
+class DeferredHandler : public MessageHandler {
+ public:
+  std::string Handle(std::string_view, const ConnectionInfo&) override { return {}; }
+  void HandleAsync(std::string message, const ConnectionInfo&, AckCallback done) override {
+    auto msh = ParseMsh(message);
+    std::lock_guard<std::mutex> l(mu_);
+    pending_.push_back(
+        {msh.ok() ? msh->control_id : "", msh.ok() ? *msh : MshHeader{}, std::move(done)});
+    cv_.notify_all();
+  }
+  // Waits until n messages are held (false after 10 s).
+  bool WaitFor(size_t n) {
+    std::unique_lock<std::mutex> l(mu_);
+    return cv_.wait_for(l, std::chrono::seconds(10), [&] { return pending_.size() >= n; });
+  }
+  size_t held() {
+    std::lock_guard<std::mutex> l(mu_);
+    return pending_.size();
+  }
+  // Completes held message i with AA (`code`), from a thread of its own.
+  void Complete(size_t i, const std::string& code = "AA") {
+    std::lock_guard<std::mutex> l(mu_);
+    Held& h = pending_.at(i);
+    std::string ack = BuildAck(h.msh, code, "D" + h.id, std::chrono::system_clock::now(), nullptr);
+    // Moved out: a kept copy would keep the session alive (as a real handler must not).
+    std::thread([done = std::move(h.done), ack]() mutable { done(ack); }).join();
+  }
+
+ private:
+  struct Held {
+    std::string id;
+    MshHeader msh;
+    AckCallback done;
+  };
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Held> pending_;
+};
+
+// MSA-1|MSA-2 of every ACK in `wire`, in order.
+std::vector<std::string> AckCodes(const std::string& wire) {
+  MllpFramer f(1 << 20);
+  std::deque<std::string> acks;
+  EXPECT_TRUE(f.Feed(wire, &acks).ok());
+  std::vector<std::string> out;
+  for (auto& a : acks) {
+    size_t p = a.find("\rMSA|");
+    if (p == std::string::npos) continue;
+    p += 5;
+    size_t e = a.find_first_of("|\r", p + 3);
+    out.push_back(a.substr(p, e - p));
+  }
+  return out;
+}
+
+TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder) {
+  DeferredHandler deferred;
+  auto srv = Hl7Server::Create(cfg_, provider_.get(), runner_, deferred);
+  ASSERT_TRUE(srv.ok());
+  ASSERT_TRUE((*srv)->Start().ok());
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), (*srv)->plain_port()});
+  std::string wire;
+  for (int i = 0; i < 5; ++i) wire += MllpEncode(Msg("Q" + std::to_string(i)));
+  asio::write(s, asio::buffer(wire));
+  // All five are with the handler at once (none has been answered yet).
+  ASSERT_TRUE(deferred.WaitFor(5));
+  // Completed last to first, with an error in the middle: nothing may go out
+  // before Q0's ACK, and then everything in arrival order.
+  for (int i = 4; i >= 1; --i) deferred.Complete(i, i == 2 ? "AE" : "AA");
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  s.non_blocking(true);
+  char probe[64];
+  boost::system::error_code ec;
+  EXPECT_EQ(s.read_some(asio::buffer(probe), ec), 0u);
+  EXPECT_EQ(ec, asio::error::would_block) << "an ACK overtook Q0's";
+  s.non_blocking(false);
+  deferred.Complete(0);
+  s.shutdown(asio::ip::tcp::socket::shutdown_send);  // half-close: the ACKs still come
+  std::string got;
+  asio::read(s, asio::dynamic_buffer(got), ec);  // until the server closes
+  EXPECT_EQ(AckCodes(got), (std::vector<std::string>{"AA|Q0", "AA|Q1", "AE|Q2", "AA|Q3", "AA|Q4"}));
+  EXPECT_EQ(deferred.held(), 5u);
+  (*srv)->StopAccepting();
+  (*srv)->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+}
+
+TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
+  DeferredHandler deferred;
+  auto srv = Hl7Server::Create(cfg_, provider_.get(), runner_, deferred);
+  ASSERT_TRUE(srv.ok());
+  ASSERT_TRUE((*srv)->Start().ok());
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), (*srv)->plain_port()});
+  std::string wire;
+  for (int i = 0; i < 40; ++i) wire += MllpEncode(Msg("B" + std::to_string(i)));
+  asio::write(s, asio::buffer(wire));
+  ASSERT_TRUE(deferred.WaitFor(16));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(deferred.held(), 16u);  // the rest waits in the socket / framer
+  for (int i = 0; i < 16; ++i) deferred.Complete(i);
+  ASSERT_TRUE(deferred.WaitFor(32));  // room again: the next 16 are handed over
+  for (int i = 16; i < 32; ++i) deferred.Complete(i);
+  ASSERT_TRUE(deferred.WaitFor(40));
+  for (int i = 32; i < 40; ++i) deferred.Complete(i);
+  s.shutdown(asio::ip::tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  asio::read(s, asio::dynamic_buffer(got), ec);
+  auto codes = AckCodes(got);
+  ASSERT_EQ(codes.size(), 40u);
+  for (int i = 0; i < 40; ++i) EXPECT_EQ(codes[i], "AA|B" + std::to_string(i));
+  (*srv)->StopAccepting();
+  (*srv)->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
 }
 
 TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {

@@ -6,13 +6,20 @@
 
 #include <gtest/gtest.h>
 
+#include <boost/asio/connect.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <thread>
 
 #include "libphi/hl7/hl7_handler.h"
+#include "libphi/hl7/hl7_server.h"
+#include "libphi/hl7/mllp_framer.h"
 #include "libphi/services/worklist_service.h"
+#include "libphi/tls/asio_runner.h"
+#include "tests/unit/index/fault_vfs.h"
 #include "tests/unit/services/services_fixture.h"
 
 namespace phi::hl7 {
@@ -329,6 +336,97 @@ TEST_F(Hl7ServiceTest, ConcurrentConnectionsShareCommits) {
     EXPECT_EQ(hl7_->MessagesOfPatient("P" + std::to_string(t), 100)->size(),
               static_cast<size_t>(kEach));
   }
+}
+
+std::string Adt(const std::string& control_id, const std::string& patient,
+                const std::string& name) {
+  return "MSH|^~\\&|RIS|HOSP|PHIGATE|RAD|20240101120000||ADT^A08|" + control_id +
+         "|P|2.5.1\rPID|1||" + patient + "||" + name + "\r";
+}
+
+// A real Hl7Server with the real handler: a sender that streams 30 messages
+// without waiting gets 30 AA in order, each only once stored, and the
+// messages are applied in arrival order (the last name wins).
+TEST_F(Hl7ServiceTest, PipelinedSenderGetsDurableAcksInOrder) {
+  tls::AsioRunner runner(2);
+  config::Hl7Config cfg;
+  cfg.tls.enabled = false;
+  cfg.plain = {true, "127.0.0.1", 0, false};
+  cfg.allowed_networks = {*config::ParseNetwork("127.0.0.0/8")};
+  auto srv = Hl7Server::Create(cfg, nullptr, runner, *handler_);
+  ASSERT_TRUE(srv.ok()) << srv.status().ToString();
+  ASSERT_TRUE((*srv)->Start().ok());
+  ASSERT_TRUE(runner.Start().ok());
+  ASSERT_TRUE(Store(kSmith, 1, 1).ok());
+  namespace asio = boost::asio;
+  asio::io_context io;
+  asio::ip::tcp::socket s(io);
+  s.connect({asio::ip::make_address("127.0.0.1"), (*srv)->plain_port()});
+  std::string wire;
+  for (int i = 0; i < 30; ++i) {
+    wire += MllpEncode(Adt("S" + std::to_string(i), kSmith.id, "SMITH^V" + std::to_string(i)));
+  }
+  asio::write(s, asio::buffer(wire));
+  s.shutdown(asio::ip::tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  asio::read(s, asio::dynamic_buffer(got), ec);  // until the server closes
+  MllpFramer f(1 << 20);
+  std::deque<std::string> acks;
+  ASSERT_TRUE(f.Feed(got, &acks).ok());
+  ASSERT_EQ(acks.size(), 30u);
+  for (int i = 0; i < 30; ++i) {
+    AckView v = View(acks[i]);
+    EXPECT_EQ(v.code, "AA");
+    EXPECT_EQ(v.control, "S" + std::to_string(i));
+  }
+  EXPECT_EQ(hl7_->MessagesOfPatient(kSmith.id, 100)->size(), 30u);
+  EXPECT_EQ(NamesFor(kSmith.id), std::vector<std::string>{"SMITH^V29"});
+  (*srv)->StopAccepting();
+  (*srv)->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  srv->reset();
+  runner.Stop();
+}
+
+// A COMMIT whose fsync fails answers AE (ERR 207), never AA, stores nothing,
+// and the failure is sticky: later messages get AE too.
+TEST_F(Hl7ServiceTest, FailedCommitGivesAeNeverAa) {
+  // Reopen the catalog through the fault VFS (same files, same vault).
+  handler_.reset();
+  worklist_.reset();
+  hl7_.reset();
+  query_.reset();
+  erasure_.reset();
+  ingest_.reset();
+  keys_.reset();
+  catalog_.reset();
+  index::SqliteCatalog::Options opts;
+  vault::KeyVault* vp = vault_.get();
+  opts.audit_mac = [vp](crypto::ByteSpan d) { return vp->AuditMac(d); };
+  opts.vfs_for_test = index::testing::RegisterFaultVfs();
+  auto c = index::SqliteCatalog::Open(storage_.path(), env_, opts);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  catalog_ = std::move(c).value();
+  keys_ = std::make_unique<services::StudyKeys>(*vault_, *catalog_);
+  hl7_ = std::make_unique<services::Hl7Service>(*vault_, *catalog_, *keys_, env_);
+  handler_ = std::make_unique<Hl7MessageHandler>(*hl7_, env_);
+
+  EXPECT_EQ(Send(Adt("F1", "PID-F1", "DOE^A")).code, "AA");
+  index::testing::SetFailSync(true);
+  const long syncs = index::testing::SyncCount();
+  AckView v = Send(Adt("F2", "PID-F2", "DOE^B"));
+  index::testing::SetFailSync(false);
+  EXPECT_EQ(v.code, "AE");
+  EXPECT_EQ(v.control, "F2");
+  EXPECT_EQ(v.err, "207");
+  EXPECT_EQ(index::testing::SyncCount(), syncs);  // the failing fsync never reached the disk
+  // Sticky: the disk "works" again, the catalog still refuses until reopened.
+  EXPECT_EQ(Send(Adt("F3", "PID-F3", "DOE^C")).code, "AE");
+  EXPECT_EQ(handler_->stats().accepted, 1u);
+  EXPECT_EQ(hl7_->stats().failed, 2u);
+  EXPECT_TRUE(hl7_->MessagesOfPatient("PID-F2", 10)->empty());
+  EXPECT_TRUE(hl7_->MessagesOfPatient("PID-F3", 10)->empty());
+  EXPECT_EQ(hl7_->MessagesOfPatient("PID-F1", 10)->size(), 1u);
 }
 
 }  // namespace
