@@ -198,4 +198,25 @@ void DicomJsonObject::Clear() {
   buf_.clear();
 }
 
+void PutJsonTree(nlohmann::json& o, const char* tag, const char* vr, std::string_view v) {
+  nlohmann::json a = {{"vr", vr}};
+  std::string_view svr(vr);
+  if (!v.empty()) {
+    if (svr == "PN") {
+      a["Value"] = nlohmann::json::array({nlohmann::json{{"Alphabetic", std::string(v)}}});
+    } else if (svr == "IS" || svr == "US" || svr == "UL") {
+      int64_t n = 0;
+      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+      if (ec == std::errc() && p == v.data() + v.size()) a["Value"] = nlohmann::json::array({n});
+    } else {
+      a["Value"] = nlohmann::json::array({std::string(v)});
+    }
+  }
+  o[tag] = std::move(a);
+}
+
+void PutJsonTreeInt(nlohmann::json& o, const char* tag, const char* vr, int64_t n) {
+  o[tag] = {{"vr", vr}, {"Value", nlohmann::json::array({n})}};
+}
+
 }  // namespace phi::web

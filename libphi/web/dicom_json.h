@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,13 @@ namespace phi::web {
 
 // Appends `s` as a quoted JSON string.
 void AppendJsonString(std::string& out, std::string_view s);
+
+// The same attribute added to a JSON tree (for the single-object answers:
+// metadata, single-study lookups): o[tag] = {"Value":[...],"vr":vr}, with the
+// rules of DicomJsonObject::Put below. Tests compare the two renderings.
+void PutJsonTree(nlohmann::json& o, const char* tag, const char* vr, std::string_view v);
+// o[tag] = {"Value":[n],"vr":vr}.
+void PutJsonTreeInt(nlohmann::json& o, const char* tag, const char* vr, int64_t n);
 
 // One DICOM JSON object (a dataset), members added in any order.
 class DicomJsonObject {

@@ -3,7 +3,6 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
-#include <charconv>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -63,27 +62,6 @@ std::string Outcome(const Status& s) {
 }
 
 // ---- DICOM JSON model helpers
-
-void Put(json& o, const char* tag, const char* vr, std::string_view v) {
-  json a = {{"vr", vr}};
-  std::string_view svr(vr);
-  if (!v.empty()) {
-    if (svr == "PN") {
-      a["Value"] = json::array({json{{"Alphabetic", std::string(v)}}});
-    } else if (svr == "IS" || svr == "US" || svr == "UL") {
-      int64_t n = 0;
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (ec == std::errc() && p == v.data() + v.size()) a["Value"] = json::array({n});
-    } else {
-      a["Value"] = json::array({std::string(v)});
-    }
-  }
-  o[tag] = std::move(a);
-}
-
-void PutInt(json& o, const char* tag, const char* vr, int64_t n) {
-  o[tag] = {{"vr", vr}, {"Value", json::array({n})}};
-}
 
 bool Wants(const QidoRequest* q, uint32_t tag) {
   return q != nullptr && (q->include_all || q->include.count(tag) > 0);
@@ -1233,21 +1211,23 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         }
       }
       json item = json::object();
-      if (!attrs.sop_class_uid.empty()) Put(item, "00081150", "UI", attrs.sop_class_uid);
-      if (!attrs.sop_instance_uid.empty()) Put(item, "00081155", "UI", attrs.sop_instance_uid);
+      if (!attrs.sop_class_uid.empty()) PutJsonTree(item, "00081150", "UI", attrs.sop_class_uid);
+      if (!attrs.sop_instance_uid.empty())
+        PutJsonTree(item, "00081155", "UI", attrs.sop_instance_uid);
       if (failure != 0) {
-        PutInt(item, "00081197", "US", failure);
+        PutJsonTreeInt(item, "00081197", "US", failure);
         failed_seq.push_back(std::move(item));
       } else {
         std::string base = BaseUrl(ctx) + "/studies/" + attrs.study_instance_uid;
         study_url = base;
-        Put(item, "00081190", "UR",
+        PutJsonTree(
+            item, "00081190", "UR",
             base + "/series/" + attrs.series_instance_uid + "/instances/" + attrs.sop_instance_uid);
         ok_seq.push_back(std::move(item));
       }
     }
     json out = json::object();
-    if (!study_url.empty()) Put(out, "00081190", "UR", study_url);
+    if (!study_url.empty()) PutJsonTree(out, "00081190", "UR", study_url);
     if (!ok_seq.empty()) out["00081199"] = {{"vr", "SQ"}, {"Value", ok_seq}};
     if (!failed_seq.empty()) out["00081198"] = {{"vr", "SQ"}, {"Value", failed_seq}};
     int status = failed_seq.empty() ? 200 : (ok_seq.empty() ? 409 : 202);

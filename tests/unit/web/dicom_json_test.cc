@@ -17,29 +17,9 @@ namespace {
 
 using json = nlohmann::json;
 
-// The rendering before dicom_json.h (dicomweb.cc's Put / PutInt / Dump).
+// The JSON-tree rendering (what QIDO used before DicomJsonObject; still
+// used for single objects): PutJsonTree / PutJsonTreeInt and this Dump.
 std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
-
-void RefPut(json& o, const char* tag, const char* vr, std::string_view v) {
-  json a = {{"vr", vr}};
-  std::string_view svr(vr);
-  if (!v.empty()) {
-    if (svr == "PN") {
-      a["Value"] = json::array({json{{"Alphabetic", std::string(v)}}});
-    } else if (svr == "IS" || svr == "US" || svr == "UL") {
-      int64_t n = 0;
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-      if (ec == std::errc() && p == v.data() + v.size()) a["Value"] = json::array({n});
-    } else {
-      a["Value"] = json::array({std::string(v)});
-    }
-  }
-  o[tag] = std::move(a);
-}
-
-void RefPutInt(json& o, const char* tag, const char* vr, int64_t n) {
-  o[tag] = {{"vr", vr}, {"Value", json::array({n})}};
-}
 
 std::string Direct(std::string_view s) {
   std::string out;
@@ -121,11 +101,11 @@ TEST(DicomJsonTest, ObjectEqualsNlohmannRendering) {
       const char* vr = vrs[nvr(rng)];
       if (kind(rng) == 0) {
         int64_t x = num(rng);
-        RefPutInt(ref, tag, vr, x);
+        PutJsonTreeInt(ref, tag, vr, x);
         o.PutInt(tag, vr, x);
       } else {
         const std::string& v = values[nval(rng)];
-        RefPut(ref, tag, vr, v);
+        PutJsonTree(ref, tag, vr, v);
         o.Put(tag, vr, v);
       }
     }

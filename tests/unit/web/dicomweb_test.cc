@@ -104,6 +104,26 @@ class DicomwebTest : public ServicesTest {
     HeaderList headers;
   };
 
+  // Rewrites the study's sealed PHI with a new PatientName, as an ADT
+  // update through the HL7 service does.
+  void RenamePatient(const services::StudyMatch& study, const std::string& name) {
+    services::PhiFields phi = study.phi;
+    phi.Set("PatientName", name);
+    auto box = keys_->Seal(study.row.key_id, services::PhiAad("study", study.row.study_uid_token),
+                           phi.Encode());
+    ASSERT_TRUE(box.ok());
+    ASSERT_TRUE(catalog_
+                    ->Write([&](index::WriteTxn& t) {
+                      index::StudyPhiUpdate u;
+                      u.patient_id_token = study.row.patient_id_token;
+                      u.accession_token = study.row.accession_token;
+                      u.study_year = study.row.study_year;
+                      u.phi = *box;
+                      return t.UpdateStudyPhi(study.row.study_pk, u);
+                    })
+                    .ok());
+  }
+
   Result Call(Method m, const std::string& target, config::Role role, HeaderList headers = {},
               std::string body = "") {
     Result out;
@@ -432,21 +452,7 @@ TEST_F(DicomwebTest, DemographicsUpdatedSinceArrivalAreApplied) {
   // An ADT update rewrote the study's sealed PHI (as the HL7 service does).
   auto study = query_->GetStudy(s.study_uid);
   ASSERT_TRUE(study.ok());
-  services::PhiFields phi = study->phi;
-  phi.Set("PatientName", "SMITH^JANE^MARRIED");
-  auto box = keys_->Seal(study->row.key_id, services::PhiAad("study", study->row.study_uid_token),
-                         phi.Encode());
-  ASSERT_TRUE(box.ok());
-  ASSERT_TRUE(catalog_
-                  ->Write([&](index::WriteTxn& t) {
-                    index::StudyPhiUpdate u;
-                    u.patient_id_token = study->row.patient_id_token;
-                    u.accession_token = study->row.accession_token;
-                    u.study_year = study->row.study_year;
-                    u.phi = *box;
-                    return t.UpdateStudyPhi(study->row.study_pk, u);
-                  })
-                  .ok());
+  RenamePatient(*study, "SMITH^JANE^MARRIED");
   Result r = Call(Method::kGet, "/studies/" + s.study_uid + "/metadata", kClin);
   ASSERT_EQ(r.status, 200);
   json j = json::parse(r.body);
@@ -519,21 +525,7 @@ TEST_F(DicomwebTest, MetadataFromCacheFollowsDemographicsAndErasure) {
   ASSERT_EQ(second.status, 200);
   EXPECT_EQ(second.body, first.body);
   // New demographics: re-rendered from the cached header, with the new name.
-  services::PhiFields phi = study->phi;
-  phi.Set("PatientName", "SMITH^JANE^RENAMED");
-  auto box = keys_->Seal(study->row.key_id, services::PhiAad("study", study->row.study_uid_token),
-                         phi.Encode());
-  ASSERT_TRUE(box.ok());
-  ASSERT_TRUE(catalog_
-                  ->Write([&](index::WriteTxn& t) {
-                    index::StudyPhiUpdate u;
-                    u.patient_id_token = study->row.patient_id_token;
-                    u.accession_token = study->row.accession_token;
-                    u.study_year = study->row.study_year;
-                    u.phi = *box;
-                    return t.UpdateStudyPhi(study->row.study_pk, u);
-                  })
-                  .ok());
+  RenamePatient(*study, "SMITH^JANE^RENAMED");
   keys_->StudyChanged(study->row.study_uid_token);
   Result third = Call(Method::kGet, path, kClin);
   ASSERT_EQ(third.status, 200);
