@@ -145,7 +145,6 @@ Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env
   }
   PHI_RETURN_IF_ERROR(env.SyncDir(store->objects_dir_));
   PHI_RETURN_IF_ERROR(env.SyncDir(root));
-  store->level1_durable_.set();
   // One syncfs makes every leaf directory already there durable, so the
   // first object into each of them in this process needs no parent syncs.
   store->existing_dirs_durable_ = env.SyncFilesystem(root).ok();
@@ -195,11 +194,9 @@ void FsObjectStore::EndWrite(const std::string& object_id) {
 }
 
 Status FsObjectStore::EnsureFanoutDir(std::string_view id, std::vector<Path>* parents_to_sync) {
-  const size_t l1 = HexPrefixValue(id, 2);
   const size_t leaf = HexPrefixValue(id, 4);
   const Path ab = objects_dir_ / std::string(id.substr(0, 2));
   const Path cd = ab / std::string(id.substr(2, 2));
-  bool sync_objects_dir = false;
   {
     std::lock_guard<std::mutex> lock(dirs_mu_);
     if (leaf_durable_.test(leaf)) return Status::Ok();
@@ -214,12 +211,10 @@ Status FsObjectStore::EnsureFanoutDir(std::string_view id, std::vector<Path>* pa
       }
       leaf_created_here_.set(leaf);
     }
-    sync_objects_dir = !level1_durable_.test(l1);
   }
   // CreateDirs is idempotent: concurrent writers need no lock for it.
   PHI_RETURN_IF_ERROR(env_.CreateDirs(cd));
   parents_to_sync->push_back(ab);
-  if (sync_objects_dir) parents_to_sync->push_back(objects_dir_);
   return Status::Ok();
 }
 
@@ -237,7 +232,6 @@ void FsObjectStore::SharePrefix(ObjectId& id) {
 
 void FsObjectStore::MarkFanoutDurable(std::string_view id) {
   std::lock_guard<std::mutex> lock(dirs_mu_);
-  level1_durable_.set(HexPrefixValue(id, 2));
   leaf_durable_.set(HexPrefixValue(id, 4));
 }
 

@@ -78,8 +78,8 @@ class FsObjectStore final : public ObjectStore {
   // Records the first durability failure; returns `s`.
   Status RecordBackgroundError(const Status& s);
   // Creates objects/ab/cd if missing. Unless it is known durable, appends the
-  // directories whose entries must be synced with the leaf (objects/ab, and
-  // objects/ unless ab is known durable) to parents_to_sync.
+  // directory whose entry must be synced with the leaf (objects/ab: every ab
+  // and its entry in objects/ were made durable by Open) to parents_to_sync.
   Status EnsureFanoutDir(std::string_view object_id, std::vector<Path>* parents_to_sync);
   // Gives a fresh random id the current leaf prefix (or makes its own prefix
   // the current one when the leaf's visit is over).
@@ -98,7 +98,6 @@ class FsObjectStore final : public ObjectStore {
   // Fan-out state, indexed by the id's first 2 (level 1) or 4 (leaf) hex
   // digits. Guarded by dirs_mu_.
   std::mutex dirs_mu_;
-  std::bitset<256> level1_durable_;       // objects/ab: its entry in objects/ is durable
   std::bitset<65536> leaf_durable_;       // objects/ab/cd: its entry in ab is durable
   std::bitset<65536> leaf_created_here_;  // objects/ab/cd: made (or checked) by this process
   bool existing_dirs_durable_ = false;    // set by Open: syncfs succeeded

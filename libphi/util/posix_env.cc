@@ -140,15 +140,16 @@ Status PosixEnv::RemoveFile(const Path& p) {
 }
 
 Status PosixEnv::CreateDirs(const Path& dir) {
-  // Common case first: the parent exists (one mkdir, not one per component).
+  // Common case first: one mkdir (the parent exists), not one per component.
   if (::mkdir(dir.c_str(), 0700) == 0) return Status::Ok();
-  const bool walk = errno != EEXIST;
-  Path cur;
-  for (const auto& part : walk ? dir : Path()) {
-    cur /= part;
-    if (cur.empty() || cur == "/") continue;
-    if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
-      return PosixError("mkdir " + cur.string(), errno);
+  if (errno != EEXIST) {
+    Path cur;
+    for (const auto& part : dir) {
+      cur /= part;
+      if (cur.empty() || cur == "/") continue;
+      if (::mkdir(cur.c_str(), 0700) != 0 && errno != EEXIST) {
+        return PosixError("mkdir " + cur.string(), errno);
+      }
     }
   }
   struct stat st;
