@@ -192,6 +192,25 @@ std::vector<std::string> AckCodes(const std::string& wire) {
   return out;
 }
 
+// Connects `s` to the plain listener and sends `n` messages at once, with
+// control ids prefix0 .. prefix<n-1>, without waiting for any ACK.
+void SendBurst(boost::asio::ip::tcp::socket& s, uint16_t port, const std::string& prefix, int n) {
+  namespace asio = boost::asio;
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  std::string wire;
+  for (int i = 0; i < n; ++i) wire += MllpEncode(Msg(prefix + std::to_string(i)));
+  asio::write(s, asio::buffer(wire));
+}
+
+// Half-closes `s` (no more messages) and reads until the server closes.
+std::string HalfCloseAndReadAll(boost::asio::ip::tcp::socket& s) {
+  s.shutdown(boost::asio::ip::tcp::socket::shutdown_send);
+  std::string got;
+  boost::system::error_code ec;
+  boost::asio::read(s, boost::asio::dynamic_buffer(got), ec);
+  return got;
+}
+
 TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder) {
   DeferredHandler deferred;
   auto srv = Hl7Server::Create(cfg_, provider_.get(), runner_, deferred);
@@ -200,10 +219,7 @@ TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder)
   namespace asio = boost::asio;
   asio::io_context io;
   asio::ip::tcp::socket s(io);
-  s.connect({asio::ip::make_address("127.0.0.1"), (*srv)->plain_port()});
-  std::string wire;
-  for (int i = 0; i < 5; ++i) wire += MllpEncode(Msg("Q" + std::to_string(i)));
-  asio::write(s, asio::buffer(wire));
+  SendBurst(s, (*srv)->plain_port(), "Q", 5);
   // All five are with the handler at once (none has been answered yet).
   ASSERT_TRUE(deferred.WaitFor(5));
   // Completed last to first, with an error in the middle: nothing may go out
@@ -217,9 +233,7 @@ TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder)
   EXPECT_EQ(ec, asio::error::would_block) << "an ACK overtook Q0's";
   s.non_blocking(false);
   deferred.Complete(0);
-  s.shutdown(asio::ip::tcp::socket::shutdown_send);  // half-close: the ACKs still come
-  std::string got;
-  asio::read(s, asio::dynamic_buffer(got), ec);  // until the server closes
+  const std::string got = HalfCloseAndReadAll(s);  // the ACKs still come
   EXPECT_EQ(AckCodes(got), (std::vector<std::string>{"AA|Q0", "AA|Q1", "AE|Q2", "AA|Q3", "AA|Q4"}));
   EXPECT_EQ(deferred.held(), 5u);
   (*srv)->StopAccepting();
@@ -234,10 +248,7 @@ TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
   namespace asio = boost::asio;
   asio::io_context io;
   asio::ip::tcp::socket s(io);
-  s.connect({asio::ip::make_address("127.0.0.1"), (*srv)->plain_port()});
-  std::string wire;
-  for (int i = 0; i < 40; ++i) wire += MllpEncode(Msg("B" + std::to_string(i)));
-  asio::write(s, asio::buffer(wire));
+  SendBurst(s, (*srv)->plain_port(), "B", 40);
   ASSERT_TRUE(deferred.WaitFor(16));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(deferred.held(), 16u);  // the rest waits in the socket / framer
@@ -246,10 +257,7 @@ TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
   for (int i = 16; i < 32; ++i) deferred.Complete(i);
   ASSERT_TRUE(deferred.WaitFor(40));
   for (int i = 32; i < 40; ++i) deferred.Complete(i);
-  s.shutdown(asio::ip::tcp::socket::shutdown_send);
-  std::string got;
-  boost::system::error_code ec;
-  asio::read(s, asio::dynamic_buffer(got), ec);
+  const std::string got = HalfCloseAndReadAll(s);
   auto codes = AckCodes(got);
   ASSERT_EQ(codes.size(), 40u);
   for (int i = 0; i < 40; ++i) EXPECT_EQ(codes[i], "AA|B" + std::to_string(i));
