@@ -43,85 +43,6 @@ constexpr size_t kTlsReadBuffer = 64 * 1024;
 constexpr uint64_t kInitialObjectBuffer = 1u << 20;
 
 // ---------------------------------------------------------------------------
-// Encrypting and writing a C-STORE's object while it is still being received.
-//
-// Once the Study Instance UID has arrived (PeekStudyInstanceUid on the bytes
-// so far) a services::PendingStore is begun, and every PDV kept from then on
-// is appended at once: the segments are encrypted and handed to the disk
-// while the rest is on the wire, so after the last PDV only the tail, the
-// fdatasync and the rename are left. Whenever streaming cannot start or
-// fails, or the parsed dataset names another study, the object is stored
-// whole at the end (the pending one is dropped unfinished). Nothing is
-// acknowledged before Commit/Store returns.
-class EarlyStore {
- public:
-  EarlyStore(services::Ingest& ingest, services::IngestContext ctx,
-             const std::vector<std::byte>& buf)
-      : ingest_(ingest), ctx_(std::move(ctx)), buf_(buf) {}
-
-  // The receive buffer grew (BoundedBufferConsumer's hook).
-  void OnAppend() {
-    if (gave_up_) return;
-    if (pending_ == nullptr && !TryBegin()) return;
-    Status s = pending_->Append(std::span<const std::byte>(buf_).subspan(flushed_));
-    flushed_ = buf_.size();
-    if (!s.ok()) Drop();
-  }
-
-  // Drops the object being written (the transfer failed or was refused).
-  void Drop() {
-    pending_.reset();
-    gave_up_ = true;
-  }
-
-  Result<services::StoreResult> Store(const services::InstanceAttributes& attrs) {
-    if (pending_ != nullptr && attrs.study_instance_uid == study_uid_ && flushed_ <= buf_.size()) {
-      std::unique_ptr<services::PendingStore> p = std::move(pending_);
-      return p->Commit(attrs, std::span<const std::byte>(buf_).subspan(flushed_));
-    }
-    Drop();
-    return ingest_.Store(ctx_, attrs, buf_);
-  }
-
-  const services::IngestContext& context() const { return ctx_; }
-
- private:
-  // Peeks at most this far into the object, every kPeekStep bytes.
-  static constexpr size_t kPeekLimit = 1u << 20;
-  static constexpr size_t kPeekStep = 8u << 10;
-
-  bool TryBegin() {
-    if (buf_.size() < next_peek_) return false;
-    StudyUidPeek peek = PeekStudyInstanceUid(buf_);
-    if (peek.state == StudyUidPeek::State::kNeedMore && buf_.size() < kPeekLimit) {
-      next_peek_ = buf_.size() + kPeekStep;
-      return false;
-    }
-    if (peek.state != StudyUidPeek::State::kFound) {
-      gave_up_ = true;
-      return false;
-    }
-    auto p = ingest_.Begin(ctx_, peek.uid);
-    if (!p.ok()) {
-      gave_up_ = true;
-      return false;
-    }
-    pending_ = std::move(p).value();
-    study_uid_ = std::move(peek.uid);
-    return true;
-  }
-
-  services::Ingest& ingest_;
-  const services::IngestContext ctx_;
-  const std::vector<std::byte>& buf_;
-  std::unique_ptr<services::PendingStore> pending_;
-  std::string study_uid_;
-  size_t flushed_ = 0;  // bytes of buf_ appended to pending_
-  size_t next_peek_ = 0;
-  bool gave_up_ = false;
-};
-
-// ---------------------------------------------------------------------------
 // Handing an accepted socket to DCMTK (see the header comment).
 
 std::mutex g_handoff_mu;
@@ -814,17 +735,7 @@ bool DicomServer::Impl::HandleStore(T_ASC_Association* assoc, T_ASC_Presentation
     buf.insert(buf.end(), header->begin(), header->end());
     cap += header->size();
   }
-  services::IngestContext ctx;
-  ctx.actor = "dicom:" + who.calling_ae;
-  ctx.peer = who.peer;
-  ctx.calling_ae = who.calling_ae;
-  EarlyStore early(ingest, std::move(ctx), buf);
   BoundedBufferStream stream(&buf, cap);
-  // Only for a request whose header and presentation context are usable: the
-  // rest is refused below without storing anything.
-  if (header.ok() && Trim(pc.abstractSyntax) == meta.sop_class_uid) {
-    stream.set_on_append([&early] { early.OnAppend(); });
-  }
   T_ASC_PresentationContextID data_pid = pid;
   cond = DIMSE_receiveDataSetInFile(assoc, DIMSE_NONBLOCKING,
                                     static_cast<int>(s.cfg.dimse_timeout_seconds), &data_pid,
@@ -861,7 +772,11 @@ bool DicomServer::Impl::HandleStore(T_ASC_Association* assoc, T_ASC_Presentation
       status = kDimseDataSetDoesNotMatchSop;
       why = "dataset does not match the C-STORE request";
     } else {
-      auto r = early.Store(*attrs);
+      services::IngestContext ctx;
+      ctx.actor = "dicom:" + who.calling_ae;
+      ctx.peer = who.peer;
+      ctx.calling_ae = who.calling_ae;
+      auto r = ingest.Store(ctx, *attrs, buf);
       status = StoreStatusToDimse(r.status());
       if (r.ok()) {
         stored = *r;
@@ -872,7 +787,6 @@ bool DicomServer::Impl::HandleStore(T_ASC_Association* assoc, T_ASC_Presentation
       }
     }
   }
-  early.Drop();  // when not stored: nothing of it is left behind
   buf.clear();
   buf.shrink_to_fit();
 

@@ -192,14 +192,10 @@ Status ScanLengths(const uint8_t* p, size_t n, bool le, bool explicit_vr, std::s
   return Status::Ok();
 }
 
-// The file meta group of a Part 10 stream: where the dataset starts and in
-// which transfer syntax. Corruption unless the group is complete in [p, p+n).
-struct MetaView {
-  size_t dataset_offset = 0;
-  E_TransferSyntax xfer = EXS_Unknown;
-};
-
-Result<MetaView> ReadMeta(const uint8_t* p, size_t n) {
+// Checks the meta group and the dataset of a Part 10 stream.
+Status PreScan(std::span<const std::byte> part10) {
+  const auto* p = reinterpret_cast<const uint8_t*>(part10.data());
+  size_t n = part10.size();
   if (n < 144 || Rd16(p + 132, true) != 0x0002 || Rd16(p + 134, true) != 0x0000 || p[136] != 'U' ||
       p[137] != 'L' || Rd16(p + 138, true) != 4) {
     return Status::Corruption("no file meta group length");
@@ -208,28 +204,20 @@ Result<MetaView> ReadMeta(const uint8_t* p, size_t n) {
   if (gl > n - 144) return Status::Corruption("meta group length exceeds the data");
   std::string ts;
   PHI_RETURN_IF_ERROR(ScanLengths(p + 144, gl, true, true, &ts));
+  const uint8_t* ds = p + 144 + gl;
+  size_t dn = n - 144 - gl;
+  // DCMTK reads group 0002 for as long as it continues, whatever the group
+  // length says: make sure both agree on where the dataset starts.
+  if (dn >= 2 && Rd16(ds, true) == 0x0002) return Status::Corruption("meta group length mismatch");
   E_TransferSyntax x = DcmXfer(ts.c_str()).getXfer();
   if (ts.empty() || x == EXS_Unknown || ts != DcmXfer(x).getXferID()) {
     return Status::Corruption("unknown transfer syntax");
   }
-  return MetaView{144 + size_t{gl}, x};
-}
-
-// Checks the meta group and the dataset of a Part 10 stream.
-Status PreScan(std::span<const std::byte> part10) {
-  const auto* p = reinterpret_cast<const uint8_t*>(part10.data());
-  size_t n = part10.size();
-  PHI_ASSIGN_OR_RETURN(MetaView meta, ReadMeta(p, n));
-  const uint8_t* ds = p + meta.dataset_offset;
-  size_t dn = n - meta.dataset_offset;
-  // DCMTK reads group 0002 for as long as it continues, whatever the group
-  // length says: make sure both agree on where the dataset starts.
-  if (dn >= 2 && Rd16(ds, true) == 0x0002) return Status::Corruption("meta group length mismatch");
-  if (meta.xfer == EXS_DeflatedLittleEndianExplicit) {
+  if (x == EXS_DeflatedLittleEndianExplicit) {
     PHI_ASSIGN_OR_RETURN(std::vector<uint8_t> inflated, Inflate(ds, dn, kMaxInflatedBytes));
     return ScanLengths(inflated.data(), inflated.size(), true, true, nullptr);
   }
-  DcmXfer xf(meta.xfer);
+  DcmXfer xf(x);
   return ScanLengths(ds, dn, !xf.isBigEndian(), xf.isExplicitVR(), nullptr);
 }
 
@@ -328,74 +316,6 @@ Result<services::InstanceAttributes> ParseInstance(std::span<const std::byte> pa
   return a;
 }
 
-StudyUidPeek PeekStudyInstanceUid(std::span<const std::byte> prefix) {
-  constexpr uint32_t kUndefined = 0xFFFFFFFFu;
-  constexpr uint32_t kStudyUidTag = 0x0020000Du;
-  const auto* p = reinterpret_cast<const uint8_t*>(prefix.data());
-  const size_t n = prefix.size();
-  const StudyUidPeek need_more{StudyUidPeek::State::kNeedMore, {}};
-  const StudyUidPeek none{StudyUidPeek::State::kNone, {}};
-  if (n < 144) return need_more;
-  if (std::memcmp(p + 128, "DICM", 4) != 0) return none;
-  if (n - 144 < Rd32(p + 140, true)) return need_more;
-  Result<MetaView> meta = ReadMeta(p, n);
-  if (!meta.ok() || meta->xfer == EXS_DeflatedLittleEndianExplicit) return none;
-  DcmXfer xf(meta->xfer);
-  const bool le = !xf.isBigEndian();
-  const bool explicit_vr = xf.isExplicitVR();
-  size_t i = meta->dataset_offset;
-  uint64_t depth = 0;  // inside undefined-length sequences / encapsulated values
-  while (true) {
-    if (n - i < 8) return need_more;
-    const uint16_t g = Rd16(p + i, le);
-    const uint16_t e = Rd16(p + i + 2, le);
-    if (g == 0xFFFE) {
-      const uint32_t len = Rd32(p + i + 4, le);
-      i += 8;
-      if (e == 0xE0DD) {  // sequence delimiter
-        if (depth == 0) return none;
-        --depth;
-      } else if (e == 0xE000 && len != kUndefined) {  // item or fragment: skip it whole
-        if (len > n - i) return need_more;
-        i += len;
-      } else if (e != 0xE000 && e != 0xE00D) {
-        return none;
-      }  // undefined-length item or item delimiter: its elements follow inline
-      continue;
-    }
-    uint32_t len;
-    if (explicit_vr) {
-      const char a = static_cast<char>(p[i + 4]), b = static_cast<char>(p[i + 5]);
-      if (!KnownVr(a, b)) return none;
-      if (LongLengthVr(a, b)) {
-        if (n - i < 12) return need_more;
-        len = Rd32(p + i + 8, le);
-        i += 12;
-      } else {
-        len = Rd16(p + i + 6, le);
-        i += 8;
-      }
-    } else {
-      len = Rd32(p + i + 4, le);
-      i += 8;
-    }
-    const uint32_t tag = (uint32_t{g} << 16) | e;
-    if (depth == 0 && tag >= kStudyUidTag) {
-      if (tag != kStudyUidTag || len == kUndefined || len > 128) return none;
-      if (len > n - i) return need_more;
-      std::string uid(reinterpret_cast<const char*>(p + i), len);
-      while (!uid.empty() && (uid.back() == '\0' || uid.back() == ' ')) uid.pop_back();
-      return {StudyUidPeek::State::kFound, std::move(uid)};
-    }
-    if (len == kUndefined) {
-      ++depth;  // a sequence (or encapsulated fragments): its items follow inline
-      continue;
-    }
-    if (len > n - i) return need_more;
-    i += len;
-  }
-}
-
 // ---- BoundedBufferConsumer ----
 
 offile_off_t BoundedBufferConsumer::write(const void* buf, offile_off_t buflen) {
@@ -410,7 +330,6 @@ offile_off_t BoundedBufferConsumer::write(const void* buf, offile_off_t buflen) 
     } else {
       const auto* p = static_cast<const std::byte*>(buf);
       out_->insert(out_->end(), p, p + buflen);
-      if (on_append_) on_append_();
     }
   }
   return buflen;  // always consume, so the exchange completes

@@ -8,7 +8,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -42,19 +41,6 @@ Result<std::vector<std::byte>> BuildPart10Header(const MetaInfo& meta);
 // Never reads outside `part10`; safe on hostile input (fuzzed).
 Result<services::InstanceAttributes> ParseInstance(std::span<const std::byte> part10);
 
-// Where the Study Instance UID (0020,000D) of a dataset still being received
-// stands: found among the top-level elements of the Part 10 bytes so far,
-// not there yet (more bytes needed), or not to be found this way (deflated,
-// absent, or anything unexpected). Only a hint for starting the encrypted
-// write early: ParseInstance on the whole object decides. Never reads
-// outside `prefix`; safe on hostile input (fuzzed).
-struct StudyUidPeek {
-  enum class State : uint8_t { kNeedMore, kFound, kNone };
-  State state = State::kNeedMore;
-  std::string uid;  // kFound: the value without trailing padding
-};
-StudyUidPeek PeekStudyInstanceUid(std::span<const std::byte> prefix);
-
 // The consumer behind BoundedBufferStream: appends into a vector, keeping at
 // most `cap` bytes; beyond that it discards (so the DIMSE exchange can finish
 // and be answered with a failure status) and remembers it overflowed.
@@ -69,13 +55,10 @@ class BoundedBufferConsumer : public DcmConsumer {
   void flush() override {}
   bool overflowed() const { return overflowed_; }
   uint64_t total_bytes() const { return total_; }
-  // Called after every write that was kept (not once the cap is exceeded).
-  void set_on_append(std::function<void()> f) { on_append_ = std::move(f); }
 
  private:
   std::vector<std::byte>* out_;
   uint64_t cap_;
-  std::function<void()> on_append_;
   bool overflowed_ = false;
   uint64_t total_ = 0;
 };
@@ -95,7 +78,6 @@ class BoundedBufferStream : private internal::ConsumerHolder, public DcmOutputSt
       : internal::ConsumerHolder(out, cap), DcmOutputStream(&consumer) {}
   bool overflowed() const { return consumer.overflowed(); }
   uint64_t total_bytes() const { return consumer.total_bytes(); }
-  void set_on_append(std::function<void()> f) { consumer.set_on_append(std::move(f)); }
 };
 
 }  // namespace phi::dicom

@@ -57,13 +57,6 @@ class FsObjectWriter final : public ObjectWriter {
     if (done_) return Status::Internal("objects: Append after Finish/Abort");
     Status s = encoder_->Append(data);
     if (!s.ok()) return Fail(s);
-    // Whole segments went to the file: let the disk take them now, while
-    // the caller is still receiving the rest (Finish's fdatasync then waits
-    // for the tail only).
-    if (encoder_->stored_size() > written_back_) {
-      written_back_ = encoder_->stored_size();
-      file_->StartWriteback();
-    }
     return Status::Ok();
   }
 
@@ -135,7 +128,6 @@ class FsObjectWriter final : public ObjectWriter {
   std::vector<Path> parents_to_sync_;  // fan-out dirs to sync with the leaf
   bool done_ = false;
   bool renamed_ = false;
-  uint64_t written_back_ = phg::kHeaderSize;  // stored bytes already handed to StartWriteback
 };
 
 Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env& env,

@@ -10,7 +10,6 @@
 #include <memory>
 #include <span>
 #include <string>
-#include <string_view>
 
 #include "libphi/util/status.h"
 
@@ -66,35 +65,9 @@ struct StoreResult {
   std::string object_id;  // internal id, loggable
 };
 
-// A store whose Part 10 bytes arrive in pieces (a C-STORE still being
-// received): Ingest::Begin once the Study Instance UID is known (it picks the
-// key), Append as bytes arrive (they are encrypted and written at once, so
-// the disk works while the network does), then Commit with the attributes
-// parsed from the whole object. Nothing is visible or acknowledged before
-// Commit returns OK; destroying an uncommitted PendingStore leaves nothing.
-// Not thread-safe: one owner.
-class PendingStore {
- public:
-  virtual ~PendingStore() = default;
-  virtual Status Append(std::span<const std::byte> bytes) = 0;
-  // Appends `tail`, then finishes exactly like Ingest::Store with `attrs`.
-  // InvalidArgument, and nothing stored, when attrs.study_instance_uid is not
-  // the UID given to Begin. Call at most once.
-  virtual Result<StoreResult> Commit(const InstanceAttributes& attrs,
-                                     std::span<const std::byte> tail) = 0;
-};
-
 class Ingest {
  public:
   virtual ~Ingest() = default;
-  // Starts a PendingStore for an object of that study. Unavailable when the
-  // implementation only stores whole objects (then call Store).
-  virtual Result<std::unique_ptr<PendingStore>> Begin(const IngestContext& ctx,
-                                                      std::string_view study_instance_uid) {
-    (void)ctx;
-    (void)study_instance_uid;
-    return Status::Unavailable("streaming store not supported");
-  }
   // Stores one DICOM Part 10 file (preamble + meta header + dataset, exactly as
   // received). Returns only after the object and its catalog rows are durable.
   // InvalidArgument for unusable attributes (e.g. missing SOP Instance UID),

@@ -130,102 +130,33 @@ Result<bool> IngestService::IsStored(const std::string& sop_instance_uid) {
   return row.status();
 }
 
-// A store in progress: the study key is resolved and the object writer open;
-// bytes are encrypted and written as they are appended.
-class IngestService::Pending final : public PendingStore {
- public:
-  Pending(IngestService& svc, IngestContext ctx, std::string study_uid, index::Token study_token,
-          StudyKeys::Resolved key, std::unique_ptr<crypto::AesGcm> cipher,
-          objects::ObjectWriterPtr writer)
-      : svc_(svc),
-        ctx_(std::move(ctx)),
-        study_uid_(std::move(study_uid)),
-        study_token_(std::move(study_token)),
-        key_(std::move(key)),
-        cipher_(std::move(cipher)),
-        writer_(std::move(writer)) {}
-
-  Status Append(std::span<const std::byte> bytes) override {
-    if (committed_) return Status::Internal("PendingStore: Append after Commit");
-    bytes_ += bytes.size();
-    return writer_->Append(bytes);
-  }
-
-  Result<StoreResult> Commit(const InstanceAttributes& attrs,
-                             std::span<const std::byte> tail) override {
-    if (committed_) return Status::Internal("PendingStore: Commit called twice");
-    committed_ = true;
-    bytes_ += tail.size();
-    return svc_.Finish(*this, attrs, tail);
-  }
-
- private:
-  friend class IngestService;
-  IngestService& svc_;
-  const IngestContext ctx_;
-  const std::string study_uid_;
-  const index::Token study_token_;
-  const StudyKeys::Resolved key_;
-  // The writer encrypts with cipher_ for its whole life: declared after it,
-  // so it is destroyed (aborting an unfinished object) first.
-  std::unique_ptr<crypto::AesGcm> cipher_;
-  objects::ObjectWriterPtr writer_;
-  uint64_t bytes_ = 0;
-  bool committed_ = false;
-};
-
-Result<std::unique_ptr<PendingStore>> IngestService::Begin(const IngestContext& ctx,
-                                                           std::string_view study_instance_uid) {
-  if (!IsValidUid(study_instance_uid)) {
-    ++refused_;
-    return Status::InvalidArgument("Study Instance UID missing or invalid");
-  }
-  index::Token study_token = TokenOf(vault_, "StudyInstanceUID", study_instance_uid);
-  PHI_ASSIGN_OR_RETURN(StudyKeys::Resolved key, keys_.Resolve(study_token));
-  PHI_ASSIGN_OR_RETURN(objects::KeyId key_bytes, objects::phg::ParseId(key.key_id));
-  PHI_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcm> cipher, keys_.Cipher(key.key_id));
-  PHI_ASSIGN_OR_RETURN(objects::ObjectWriterPtr writer, objects_.NewObject(key_bytes, *cipher));
-  return std::unique_ptr<PendingStore>(new Pending(*this, ctx, std::string(study_instance_uid),
-                                                   std::move(study_token), std::move(key),
-                                                   std::move(cipher), std::move(writer)));
-}
-
 Result<StoreResult> IngestService::Store(const IngestContext& ctx, const InstanceAttributes& a,
                                          std::span<const std::byte> part10) {
-  PHI_ASSIGN_OR_RETURN(std::unique_ptr<PendingStore> pending, Begin(ctx, a.study_instance_uid));
-  return pending->Commit(a, part10);
-}
-
-Result<StoreResult> IngestService::Finish(Pending& p, const InstanceAttributes& a,
-                                          std::span<const std::byte> tail) {
   auto refuse = [&](std::string why) -> Status {
     ++refused_;
     return Status::InvalidArgument(std::move(why));
   };
   if (!IsValidUid(a.sop_instance_uid)) return refuse("SOP Instance UID missing or invalid");
-  if (a.study_instance_uid != p.study_uid_) {
-    return refuse("Study Instance UID differs from the one the store began with");
-  }
+  if (!IsValidUid(a.study_instance_uid)) return refuse("Study Instance UID missing or invalid");
   if (!IsValidUid(a.series_instance_uid)) return refuse("Series Instance UID missing or invalid");
   if (!IsValidUid(a.sop_class_uid)) return refuse("SOP Class UID missing or invalid");
-  if (p.bytes_ == 0) return refuse("empty object");
+  if (part10.empty()) return refuse("empty object");
 
-  const IngestContext& ctx = p.ctx_;
-  const StudyKeys::Resolved& key = p.key_;
-  objects::ObjectWriter* writer = p.writer_.get();
-  const index::Token& study_token = p.study_token_;
+  const index::Token study_token = TokenOf(vault_, "StudyInstanceUID", a.study_instance_uid);
   const index::Token series_token = TokenOf(vault_, "SeriesInstanceUID", a.series_instance_uid);
   const index::Token sop_token = TokenOf(vault_, "SOPInstanceUID", a.sop_instance_uid);
 
-  // A duplicate under keep_first: the object is dropped unfinished.
+  // Cheap early answer for a duplicate under keep_first: no object written.
   if (duplicates_ == config::DuplicatePolicy::kKeepFirst) {
     Result<index::InstanceRow> existing = catalog_.GetInstanceBySopToken(sop_token);
     if (existing.ok()) {
-      writer->Abort();
       ++duplicates_kept_;
       return StoreResult{StoreOutcome::kDuplicateKept, existing->object_id};
     }
   }
+
+  PHI_ASSIGN_OR_RETURN(StudyKeys::Resolved key, keys_.Resolve(study_token));
+  PHI_ASSIGN_OR_RETURN(objects::KeyId key_bytes, objects::phg::ParseId(key.key_id));
 
   // Seal the PHI of each level with the study key, bound to its row token.
   std::optional<index::Token> pid_token, acc_token;
@@ -248,6 +179,8 @@ Result<StoreResult> IngestService::Finish(Pending& p, const InstanceAttributes& 
   // both. A crash in between leaves either an object without a row (removed
   // at start-up) or a pending row without its object (never acknowledged;
   // removed at start-up); see RecoverStorage.
+  PHI_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcm> cipher, keys_.Cipher(key.key_id));
+  PHI_ASSIGN_OR_RETURN(objects::ObjectWriterPtr writer, objects_.NewObject(key_bytes, *cipher));
   const std::string object_id = writer->object_id();
 
   index::NewStudy ns;
@@ -269,7 +202,7 @@ Result<StoreResult> IngestService::Finish(Pending& p, const InstanceAttributes& 
   ni.transfer_syntax_uid = a.transfer_syntax_uid;
   if (a.instance_number != 0) ni.instance_number = a.instance_number;
   ni.object_id = object_id;
-  ni.size_bytes = static_cast<int64_t>(p.bytes_);
+  ni.size_bytes = static_cast<int64_t>(part10.size());
   ni.phi = instance_phi;
 
   // The rows of one store. With `replace`, an existing instance with this
@@ -324,7 +257,7 @@ Result<StoreResult> IngestService::Finish(Pending& p, const InstanceAttributes& 
   ni.pending = true;
   std::future<Status> rows =
       catalog_.WriteAsync([&](index::WriteTxn& txn) { return write_rows(txn, false); });
-  Result<objects::ObjectInfo> info = writer->AppendAndFinish(tail);
+  Result<objects::ObjectInfo> info = writer->AppendAndFinish(part10);
   Status commit = rows.get();  // the closure's captures stay alive until here
   if (!info.ok()) {
     writer->Abort();
@@ -378,7 +311,7 @@ Result<StoreResult> IngestService::Finish(Pending& p, const InstanceAttributes& 
     case StoreOutcome::kDuplicateKept:
       break;
   }
-  bytes_ += p.bytes_;
+  bytes_ += part10.size();
   return StoreResult{outcome, object_id};
 }
 

@@ -55,9 +55,6 @@ class IngestService final : public Ingest {
   IngestService(vault::KeyVault& vault, index::Catalog& catalog, objects::ObjectStore& objects,
                 StudyKeys& keys, config::DuplicatePolicy duplicates, Env& env);
 
-  Result<std::unique_ptr<PendingStore>> Begin(const IngestContext& ctx,
-                                              std::string_view study_instance_uid) override;
-  // Begin, then Commit with the whole object.
   Result<StoreResult> Store(const IngestContext& ctx, const InstanceAttributes& attrs,
                             std::span<const std::byte> part10) override;
   Result<bool> IsStored(const std::string& sop_instance_uid) override;
@@ -65,11 +62,6 @@ class IngestService final : public Ingest {
   IngestStats stats() const;
 
  private:
-  class Pending;
-  // PendingStore::Commit: validates `attrs`, then commits the rows (pending)
-  // while the object is finished, as described at the top of this file.
-  Result<StoreResult> Finish(Pending& p, const InstanceAttributes& attrs,
-                             std::span<const std::byte> tail);
   // Removes the pending rows of a store whose object failed (and audits it).
   void UndoPendingRows(const IngestContext& ctx, const index::Token& study_token,
                        const std::string& object_id, const Status& why);

@@ -29,10 +29,6 @@ class WritableFile {
   virtual Status Append(std::span<const std::byte> data) = 0;
   virtual Status Sync() = 0;  // fdatasync/fsync: data is durable when this returns OK
   virtual Status Close() = 0;
-  // A hint: start writing what was appended so far to the device without
-  // waiting (Linux sync_file_range WRITE), so that a later Sync has less left
-  // to do. Durability still comes only from Sync.
-  virtual void StartWriteback() {}
 };
 using WritableFilePtr = std::unique_ptr<WritableFile>;
 

@@ -40,10 +40,6 @@ class PosixWritableFile final : public WritableFile {
     if (::fdatasync(fd_) != 0) return PosixError("fdatasync " + path_.string(), errno);
     return Status::Ok();
   }
-  void StartWriteback() override {
-    // Errors here are not lost: writeback errors are reported by Sync.
-    if (fd_ >= 0) (void)::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
-  }
   Status Close() override {
     if (fd_ < 0) return Status::Ok();
     int fd = fd_;

@@ -20,13 +20,12 @@ constexpr char kCt[] = UID_CTImageStorage;
 constexpr char kUid[] = "1.2.826.0.1.3680043.10.1137.77.1";
 
 // Serialises a dataset in `xfer`, the way it travels in C-STORE data PDVs.
-std::vector<std::byte> Encode(DcmDataset& ds, E_TransferSyntax xfer,
-                              E_EncodingType enc = EET_ExplicitLength) {
+std::vector<std::byte> Encode(DcmDataset& ds, E_TransferSyntax xfer) {
   ds.chooseRepresentation(xfer, nullptr);
   std::vector<char> buf(1 << 20);
   DcmOutputBufferStream out(buf.data(), buf.size());
   ds.transferInit();
-  OFCondition c = ds.write(out, xfer, enc, nullptr);
+  OFCondition c = ds.write(out, xfer, EET_ExplicitLength, nullptr);
   ds.transferEnd();
   EXPECT_TRUE(c.good()) << c.text();
   void* p = nullptr;
@@ -37,13 +36,12 @@ std::vector<std::byte> Encode(DcmDataset& ds, E_TransferSyntax xfer,
 }
 
 std::vector<std::byte> Part10(DcmDataset& ds, const char* ts_uid, E_TransferSyntax xfer,
-                              const std::string& sop_instance = kUid,
-                              E_EncodingType enc = EET_ExplicitLength) {
+                              const std::string& sop_instance = kUid) {
   MetaInfo m{kCt, sop_instance, ts_uid, "CT01"};
   auto h = BuildPart10Header(m);
   EXPECT_TRUE(h.ok()) << h.status().ToString();
   std::vector<std::byte> out = *h;
-  auto body = Encode(ds, xfer, enc);
+  auto body = Encode(ds, xfer);
   out.insert(out.end(), body.begin(), body.end());
   return out;
 }
@@ -218,59 +216,6 @@ TEST(Part10Test, MetaGroupLengthMustMatchDcmtksView) {
   bad = *h;
   bad[140] = static_cast<std::byte>(static_cast<uint8_t>(bad[140]) - 8);  // too short
   EXPECT_EQ(ParseInstance(bad).status().code(), Code::kCorruption);
-}
-
-// Every prefix of a Part 10 stream either asks for more bytes or names the
-// top-level Study Instance UID (never the one nested in a sequence item), and
-// names it before the pixel data has arrived.
-TEST(Part10Test, PeekFindsTheTopLevelStudyUidAsSoonAsItHasArrived) {
-  for (auto [uid, xfer] :
-       {std::pair{UID_LittleEndianExplicitTransferSyntax, EXS_LittleEndianExplicit},
-        std::pair{UID_LittleEndianImplicitTransferSyntax, EXS_LittleEndianImplicit},
-        std::pair{UID_BigEndianExplicitTransferSyntax, EXS_BigEndianExplicit}}) {
-    for (E_EncodingType enc : {EET_ExplicitLength, EET_UndefinedLength}) {
-      DcmDataset ds;
-      Fill(ds);
-      DcmItem* item = nullptr;
-      ASSERT_TRUE(ds.findOrCreateSequenceItem(DCM_ReferencedStudySequence, item, -2).good());
-      item->putAndInsertString(DCM_ReferencedSOPInstanceUID, "9.9.9");
-      item->putAndInsertString(DCM_StudyInstanceUID, "6.6.6");  // nested: not the study's
-      std::vector<Uint16> pixels(2048, 0x0202);
-      ds.putAndInsertUint16Array(DCM_PixelData, pixels.data(), pixels.size());
-      auto bytes = Part10(ds, uid, xfer, kUid, enc);
-      SCOPED_TRACE(std::string(uid) + (enc == EET_ExplicitLength ? " defined" : " undefined"));
-      size_t found_at = 0;
-      for (size_t k = 0; k <= bytes.size(); ++k) {
-        StudyUidPeek p = PeekStudyInstanceUid(std::span(bytes).first(k));
-        if (found_at == 0) {
-          if (p.state == StudyUidPeek::State::kFound) found_at = k;
-          ASSERT_NE(p.state, StudyUidPeek::State::kNone) << "prefix " << k;
-        }
-        if (found_at != 0) {
-          ASSERT_EQ(p.state, StudyUidPeek::State::kFound) << "prefix " << k;
-          ASSERT_EQ(p.uid, "1.2.3.4");
-        }
-      }
-      EXPECT_GT(found_at, 144u);
-      EXPECT_LT(found_at, bytes.size() - 4096) << "found only with the pixel data";
-    }
-  }
-}
-
-TEST(Part10Test, PeekGivesUpWhereItCannotTell) {
-  DcmDataset ds;
-  Fill(ds);
-  auto deflated = Part10(ds, UID_DeflatedExplicitVRLittleEndianTransferSyntax,
-                         EXS_DeflatedLittleEndianExplicit);
-  EXPECT_EQ(PeekStudyInstanceUid(deflated).state, StudyUidPeek::State::kNone);
-  ds.findAndDeleteElement(DCM_StudyInstanceUID);
-  auto without = Part10(ds, UID_LittleEndianExplicitTransferSyntax, EXS_LittleEndianExplicit);
-  EXPECT_EQ(PeekStudyInstanceUid(without).state, StudyUidPeek::State::kNone)
-      << "the Series Instance UID follows where the study's would be";
-  std::vector<std::byte> garbage(4096, std::byte{0x41});
-  EXPECT_EQ(PeekStudyInstanceUid(garbage).state, StudyUidPeek::State::kNone);
-  EXPECT_EQ(PeekStudyInstanceUid(std::span(garbage).first(100)).state,
-            StudyUidPeek::State::kNeedMore);
 }
 
 TEST(BoundedBufferStreamTest, KeepsBytesUpToCapThenDiscards) {

@@ -57,69 +57,6 @@ TEST_F(ServicesTest, StoresAndReadsBackByteIdentical) {
   EXPECT_FALSE(*ingest_->IsStored("1.2.3.4.5"));
 }
 
-// A C-STORE still being received: Begin once the study is known, Append the
-// pieces as they arrive, Commit with the parsed attributes.
-TEST_F(ServicesTest, PendingStoreWrittenInPiecesReadsBackByteIdentical) {
-  const IngestContext ctx{"dicom:TESTSCU", "127.0.0.1:1", "TESTSCU"};
-  InstanceAttributes a = Attrs(kSmith, 1, 1);
-  const std::string bytes = FakePart10(a, 2 * 1024 * 1024 + 333);  // several segments
-  auto p = ingest_->Begin(ctx, a.study_instance_uid);
-  ASSERT_TRUE(p.ok()) << p.status().ToString();
-  const size_t piece = 131066;  // a 128 KiB PDU's data
-  size_t off = 0;
-  for (; off + piece < bytes.size(); off += piece) {
-    ASSERT_TRUE((*p)->Append(Bytes(bytes).subspan(off, piece)).ok());
-  }
-  // Nothing is visible before Commit: the bytes are in tmp/ only.
-  EXPECT_EQ(CountObjectFiles(storage_.path()), 0u);
-  EXPECT_FALSE(*ingest_->IsStored(a.sop_instance_uid));
-  auto r = (*p)->Commit(a, Bytes(bytes).subspan(off));
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->outcome, StoreOutcome::kStored);
-  EXPECT_EQ(ReadInstance(a.sop_instance_uid), bytes);
-  EXPECT_EQ(CountObjectFiles(storage_.path()), 1u);
-  // A second study begun and committed the same way stays apart.
-  InstanceAttributes b = Attrs(kDoe, 1, 1);
-  auto q = ingest_->Begin(ctx, b.study_instance_uid);
-  ASSERT_TRUE(q.ok());
-  ASSERT_TRUE((*q)->Commit(b, Bytes(FakePart10(b, 4096))).ok());
-  EXPECT_EQ(ReadInstance(b.sop_instance_uid), FakePart10(b, 4096));
-  auto counts = catalog_->CountObjects();
-  ASSERT_TRUE(counts.ok());
-  EXPECT_EQ(counts->studies, 2);
-}
-
-// The dataset turned out to name another study than the one the write began
-// with (or the sender vanished): nothing is stored, nothing is left behind.
-TEST_F(ServicesTest, PendingStoreOfAnotherStudyOrAbandonedLeavesNothing) {
-  const IngestContext ctx{"dicom:TESTSCU", "127.0.0.1:1", "TESTSCU"};
-  InstanceAttributes a = Attrs(kSmith, 1, 1);
-  const std::string bytes = FakePart10(a, 600 * 1024);
-  {
-    auto p = ingest_->Begin(ctx, kDoe.study_uid);
-    ASSERT_TRUE(p.ok());
-    ASSERT_TRUE((*p)->Append(Bytes(bytes).first(300 * 1024)).ok());
-    auto r = (*p)->Commit(a, Bytes(bytes).subspan(300 * 1024));
-    EXPECT_EQ(r.status().code(), Code::kInvalidArgument);
-  }
-  {
-    auto p = ingest_->Begin(ctx, a.study_instance_uid);
-    ASSERT_TRUE(p.ok());
-    ASSERT_TRUE((*p)->Append(Bytes(bytes).first(300 * 1024)).ok());
-  }  // destroyed uncommitted
-  EXPECT_EQ(CountObjectFiles(storage_.path()), 0u);
-  EXPECT_TRUE(fs::is_empty(storage_.path() / "tmp"));
-  EXPECT_FALSE(*ingest_->IsStored(a.sop_instance_uid));
-  auto counts = catalog_->CountObjects();
-  ASSERT_TRUE(counts.ok());
-  EXPECT_EQ(counts->instances, 0);
-  EXPECT_EQ(ingest_->Begin(ctx, "not a uid").status().code(), Code::kInvalidArgument);
-  // The same object stored afterwards is accepted whole.
-  auto r = ingest_->Store(ctx, a, Bytes(bytes));
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(ReadInstance(a.sop_instance_uid), bytes);
-}
-
 TEST_F(ServicesTest, NoPhiInClearOnDisk) {
   ASSERT_TRUE(Store(kSmith, 1, 1).ok());
   for (const auto& e : fs::recursive_directory_iterator(storage_.path())) {
