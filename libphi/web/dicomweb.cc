@@ -966,7 +966,8 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     r.content_type = "multipart/related; type=\"application/dicom\"; boundary=" + st->boundary;
     // Decrypting runs a chunk ahead on its own thread while this connection's
     // io thread encrypts and sends (bounded: see read_ahead.h).
-    r.stream = ReadAhead([st](std::span<char> buf) { return st->Pull(buf); });
+    // Its buffers go to the connection as they are (ReadAheadChunks: no copy).
+    r.chunks = ReadAheadChunks([st](std::span<char> buf) { return st->Pull(buf); });
     return r;
   }
 
