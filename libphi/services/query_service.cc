@@ -77,9 +77,13 @@ std::vector<StudyMatch> QueryService::ScanCache(const StudyQuery& q) {
       ++skipped;
       return true;
     }
+    if (q.rendered_instead_of_phi && !v.rendered.empty()) {
+      out.push_back(StudyMatch{v.row, PhiFields(), v.generation, std::string(v.rendered)});
+      return out.size() < q.limit;
+    }
     Result<PhiFields> phi = PhiFields::Decode(v.encoded);
     if (!phi.ok()) return true;  // encoded by the cache itself: cannot happen
-    out.push_back(StudyMatch{v.row, std::move(*phi)});
+    out.push_back(StudyMatch{v.row, std::move(*phi), v.generation, {}});
     return out.size() < q.limit;
   });
   return out;
@@ -148,7 +152,7 @@ Result<std::vector<StudyMatch>> QueryService::FindStudies(const StudyQuery& q) {
         ++skipped;
         continue;
       }
-      out.push_back(StudyMatch{std::move(row), std::move(phi)});
+      out.push_back(StudyMatch{std::move(row), std::move(phi), 0, {}});
       if (out.size() >= q.limit) return out;
     }
     if (!page.truncated) break;
@@ -160,7 +164,7 @@ Result<StudyMatch> QueryService::GetStudy(const std::string& study_instance_uid)
   index::Token t = Token("StudyInstanceUID", study_instance_uid);
   PHI_ASSIGN_OR_RETURN(index::StudyRow row, catalog_.FindStudyByUidToken(t));
   PHI_ASSIGN_OR_RETURN(PhiFields phi, OpenPhi(row.key_id, "study", t, row.phi));
-  return StudyMatch{std::move(row), std::move(phi)};
+  return StudyMatch{std::move(row), std::move(phi), 0, {}};
 }
 
 Result<std::vector<SeriesMatch>> QueryService::ListSeries(const std::string& study_instance_uid) {
@@ -215,6 +219,10 @@ Result<OpenedInstance> QueryService::OpenInstanceOf(const index::StudyRow& study
   PHI_ASSIGN_OR_RETURN(o.reader, objects_.Open(row.object_id, key_bytes, *o.cipher));
   o.row = row;
   return o;
+}
+
+void QueryService::AttachRendered(const std::vector<StudyCache::Attachment>& renderings) {
+  keys_.cache().Attach(renderings);
 }
 
 bool QueryService::CachedHeader(const std::string& object_id, std::string* out) const {

@@ -36,11 +36,18 @@ struct StudyQuery {
   bool fold_case = true;                         // PatientName case-insensitive
   size_t offset = 0;
   size_t limit = 100;  // REQUIRES: 1..10000
+  // Study cache path only: a study with a rendering attached (AttachRendered)
+  // comes back with StudyMatch::rendered set and `phi` left empty.
+  bool rendered_instead_of_phi = false;
 };
 
 struct StudyMatch {
   index::StudyRow row;  // non-PHI columns (row.phi is the sealed blob)
   PhiFields phi;        // decrypted study attributes
+  // From the study cache: the entry's generation (0 otherwise) and, with
+  // StudyQuery::rendered_instead_of_phi, its attached rendering.
+  uint64_t cache_generation = 0;
+  std::string rendered;
 };
 
 struct SeriesMatch {
@@ -87,6 +94,10 @@ class QueryService {
   // Opens an instance of `study` from its row (no catalog lookup).
   Result<OpenedInstance> OpenInstanceOf(const index::StudyRow& study,
                                         const index::InstanceRow& row);
+
+  // Attaches renderings of studies found from the study cache (their
+  // StudyMatch::cache_generation) to the cache entries; see StudyCache::Attach.
+  void AttachRendered(const std::vector<StudyCache::Attachment>& renderings);
 
   // Instance headers (Part 10 bytes up to Pixel Data) cached by object id,
   // in the study cache's no-dump memory; dropped when the study is erased.

@@ -50,15 +50,22 @@ void StudyCache::Erase(const index::Token& study_token) {
 void StudyCache::DropLocked(int64_t study_pk) {
   auto it = studies_.find(study_pk);
   if (it == studies_.end()) return;
-  auto rec = std::lower_bound(scan_.begin(), scan_.end(), study_pk,
-                              [](const ScanRec& r, int64_t pk) { return r.pk < pk; });
-  if (rec != scan_.end() && rec->pk == study_pk) {
-    auto name = scan_names_.begin() + (rec - scan_.begin());
+  auto by_pk = [](const ScanRec& r, int64_t pk) { return r.pk < pk; };
+  auto rec = std::lower_bound(scan_.begin(), scan_.end(), study_pk, by_pk);
+  if (rec != scan_.end() && rec->pk == study_pk) scan_.erase(rec);
+  NameBucket& b = buckets_[it->second.bucket];
+  rec = std::lower_bound(b.recs.begin(), b.recs.end(), study_pk, by_pk);
+  if (rec != b.recs.end() && rec->pk == study_pk) {
+    auto name = b.names.begin() + (rec - b.recs.begin());
     OPENSSL_cleanse(&*name, sizeof(*name));
-    scan_names_.erase(name);
-    scan_.erase(rec);
+    b.names.erase(name);
+    b.recs.erase(rec);
   }
   slab_.Free(it->second.ref);
+  if (it->second.rendered) {
+    rendered_bytes_ -= it->second.rendered->len;
+    slab_.Free(*it->second.rendered);
+  }
   by_token_.erase(it->second.row.study_uid_token);
   studies_.erase(it);
 }
@@ -101,6 +108,7 @@ void StudyCache::InsertLocked(index::StudyRow row, const PhiFields& phi) {
     return;
   }
   e.ref = *ref;
+  e.generation = next_generation_++;
   index::Blob().swap(row.phi);  // the sealed blob is not needed here
   const int64_t pk = row.study_pk;
   by_token_[row.study_uid_token] = pk;
@@ -116,11 +124,14 @@ void StudyCache::InsertLocked(index::StudyRow row, const PhiFields& phi) {
   }
   uint64_t word = 0;
   std::memcpy(&word, name8, sizeof(word));
+  node->second.bucket = static_cast<uint8_t>(name8[0]);
   OPENSSL_cleanse(name8, sizeof(name8));
-  auto at = std::lower_bound(scan_.begin(), scan_.end(), pk,
-                             [](const ScanRec& r, int64_t k) { return r.pk < k; });
-  scan_names_.insert(scan_names_.begin() + (at - scan_.begin()), word);
-  scan_.insert(at, rec);
+  auto by_pk = [](const ScanRec& r, int64_t k) { return r.pk < k; };
+  scan_.insert(std::lower_bound(scan_.begin(), scan_.end(), pk, by_pk), rec);
+  NameBucket& b = buckets_[node->second.bucket];
+  auto at = std::lower_bound(b.recs.begin(), b.recs.end(), pk, by_pk);
+  b.names.insert(b.names.begin() + (at - b.recs.begin()), word);
+  b.recs.insert(at, rec);
 }
 
 StudyCache::View StudyCache::MakeView(const Entry& e) const {
@@ -131,7 +142,25 @@ StudyCache::View StudyCache::MakeView(const Entry& e) const {
     parts[i] = all.substr(off, e.lens[i]);
     off += e.lens[i];
   }
-  return View{e.row, parts[0], parts[1], parts[2], parts[3], parts[4], all.substr(off)};
+  std::string_view rendered = e.rendered ? slab_.Get(*e.rendered) : std::string_view();
+  return View{e.row,    parts[0],        parts[1],     parts[2], parts[3],
+              parts[4], all.substr(off), e.generation, rendered};
+}
+
+void StudyCache::Attach(const std::vector<Attachment>& renderings) {
+  if (renderings.empty()) return;
+  std::unique_lock lock(mu_);
+  for (const Attachment& a : renderings) {
+    auto it = studies_.find(a.study_pk);
+    if (it == studies_.end() || it->second.generation != a.generation || it->second.rendered ||
+        a.bytes.empty() || rendered_bytes_ + a.bytes.size() > options_.rendered_bytes) {
+      continue;
+    }
+    std::optional<NoDumpSlab::Ref> ref = slab_.Put(a.bytes);
+    if (!ref) continue;
+    rendered_bytes_ += ref->len;
+    it->second.rendered = *ref;
+  }
 }
 
 Status StudyCache::Build(index::Catalog& catalog, const Opener& open,
@@ -249,10 +278,17 @@ void StudyCache::Scan(std::string_view name_prefix, const Visitor& v) const {
   uint64_t want = 0, mask = 0;
   std::memcpy(&want, want8, sizeof(want));
   std::memcpy(&mask, mask8, sizeof(mask));
-  const uint64_t* names = scan_names_.data();
-  for (size_t i = 0, e = scan_names_.size(); i < e; ++i) {
+  if (n == 0) {
+    for (const ScanRec& r : scan_) {
+      if (!v(MakeView(*r.entry))) return;
+    }
+    return;
+  }
+  const NameBucket& b = buckets_[static_cast<unsigned char>(name_prefix[0])];
+  const uint64_t* names = b.names.data();
+  for (size_t i = 0, e = b.names.size(); i < e; ++i) {
     if ((names[i] & mask) != want) continue;
-    if (!v(MakeView(*scan_[i].entry))) return;
+    if (!v(MakeView(*b.recs[i].entry))) return;
   }
 }
 

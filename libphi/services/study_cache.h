@@ -9,7 +9,12 @@
 //    and its decrypted PhiFields, plus the match keys (PatientName, PatientID,
 //    AccessionNumber, StudyDate, StudyDescription) for the scan;
 //  - per stored object (by object id, immutable): the Part 10 bytes up to
-//    Pixel Data, within a byte budget.
+//    Pixel Data, within a byte budget;
+//  - per study, optionally, one rendering of it attached by a caller (the
+//    web edge's QIDO-RS JSON of the study: opaque bytes here), within a byte
+//    budget. It belongs to the entry it was derived from (its generation):
+//    any re-read of the study (Invalidate + Sync) or Erase drops and wipes
+//    it with the entry, and an Attach for an older generation is ignored.
 // Coherence. Every writer of a study's sealed PHI goes through StudyKeys,
 // which calls Invalidate(study token) after the commit (ingest: every store;
 // HL7: each study it resealed; both before they acknowledge) and Erase()
@@ -23,10 +28,12 @@
 // Thread-safety: thread-safe; mu_ (shared for scans) guards everything.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -42,8 +49,9 @@ namespace phi::services {
 
 struct StudyCacheOptions {
   size_t max_studies = 1'000'000;
-  size_t slab_bytes = size_t{1} << 30;      // all decrypted values
-  size_t header_bytes = size_t{256} << 20;  // of which instance headers at most
+  size_t slab_bytes = size_t{1} << 30;        // all decrypted values
+  size_t header_bytes = size_t{256} << 20;    // of which instance headers at most
+  size_t rendered_bytes = size_t{128} << 20;  // of which attached renderings at most
 };
 
 class StudyCache {
@@ -55,7 +63,15 @@ class StudyCache {
   struct View {
     const index::StudyRow& row;  // row.phi is empty
     std::string_view patient_name, patient_id, accession_number, study_date, study_description;
-    std::string_view encoded;  // PhiFields::Encode() of the study's attributes
+    std::string_view encoded;   // PhiFields::Encode() of the study's attributes
+    uint64_t generation;        // new each time the study is (re)loaded; never 0
+    std::string_view rendered;  // what Attach() attached to this generation, or empty
+  };
+  // A caller's rendering of the study `study_pk` as read at `generation`.
+  struct Attachment {
+    int64_t study_pk = 0;
+    uint64_t generation = 0;
+    std::string bytes;
   };
   // Return false to stop the scan.
   using Visitor = std::function<bool(const View&)>;
@@ -81,6 +97,10 @@ class StudyCache {
   // studies whose PatientName, lower-cased, starts with it are visited (a
   // prefilter on a compact in-order index; the visitor still matches).
   void Scan(std::string_view name_prefix, const Visitor& v) const;
+  // Attaches each rendering to its study's entry when the entry is still the
+  // generation it was derived from and has none yet; else (re-read, erased,
+  // over the rendered_bytes budget or the slab's) ignores it.
+  void Attach(const std::vector<Attachment>& renderings);
   // One study's cached attributes, when present.
   bool Lookup(int64_t study_pk, index::StudyRow* row, PhiFields* phi) const;
   size_t size() const;
@@ -99,15 +119,24 @@ class StudyCache {
     index::StudyRow row;
     NoDumpSlab::Ref ref;
     uint32_t lens[5] = {0, 0, 0, 0, 0};  // match keys, then the encoded fields
+    uint64_t generation = 0;
+    std::optional<NoDumpSlab::Ref> rendered;  // Attach()
+    uint8_t bucket = 0;                       // in buckets_
   };
-  // The scan index: contiguous, in study_pk order, in no-dump memory; with
-  // scan_names_ (same order, scan_names_[i] belongs to scan_[i]): each
-  // study's PatientName's first 8 bytes, ASCII lower-cased, zero padded, as
-  // one word, so that the prefix test walks 8 bytes per study (0.8 MB for
-  // 100k studies) and touches the records only for candidates.
+  // The scan index: contiguous, in study_pk order, in no-dump memory. scan_
+  // holds every study (scans without a name prefix); buckets_[b] the studies
+  // whose PatientName's first byte, ASCII lower-cased, is b, with `names`
+  // (same order, names[i] belongs to recs[i]): each study's PatientName's
+  // first 8 bytes, ASCII lower-cased, zero padded, as one word. A prefix scan
+  // walks one bucket, 8 bytes per study, and touches the records only for
+  // candidates.
   struct ScanRec {
     int64_t pk = 0;
     const Entry* entry = nullptr;  // the node in studies_ (stable)
+  };
+  struct NameBucket {
+    std::vector<ScanRec, NoDumpAllocator<ScanRec>> recs;
+    std::vector<uint64_t, NoDumpAllocator<uint64_t>> names;
   };
   struct Header {
     index::Token study_token;
@@ -123,12 +152,12 @@ class StudyCache {
   const StudyCacheOptions options_;
   std::atomic<bool> ready_{false};
   mutable std::shared_mutex mu_;
-  NoDumpSlab slab_;                                              // guarded by mu_
-  std::map<int64_t, Entry> studies_;                             // guarded by mu_
-  std::vector<ScanRec, NoDumpAllocator<ScanRec>> scan_;          // guarded by mu_
-  std::vector<uint64_t, NoDumpAllocator<uint64_t>> scan_names_;  // guarded by mu_
-  std::unordered_map<index::Token, int64_t> by_token_;           // guarded by mu_
-  std::unordered_set<index::Token> pending_;                     // guarded by mu_
+  NoDumpSlab slab_;                                      // guarded by mu_
+  std::map<int64_t, Entry> studies_;                     // guarded by mu_
+  std::vector<ScanRec, NoDumpAllocator<ScanRec>> scan_;  // guarded by mu_
+  std::array<NameBucket, 256> buckets_;                  // guarded by mu_
+  std::unordered_map<index::Token, int64_t> by_token_;   // guarded by mu_
+  std::unordered_set<index::Token> pending_;             // guarded by mu_
   // Erased while a Build/Sync was reading: not to be (re)inserted by it.
   std::unordered_set<index::Token> tombstones_;      // guarded by mu_
   int readers_in_flight_ = 0;                        // guarded by mu_
@@ -137,6 +166,8 @@ class StudyCache {
   std::unordered_map<std::string, Header> headers_;  // guarded by mu_
   std::unordered_map<index::Token, std::vector<std::string>> headers_of_;  // guarded by mu_
   size_t header_bytes_ = 0;                                                // guarded by mu_
+  size_t rendered_bytes_ = 0;                                              // guarded by mu_
+  uint64_t next_generation_ = 1;                                           // guarded by mu_
 };
 
 }  // namespace phi::services

@@ -536,6 +536,42 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     o.AppendTo(out);
   }
 
+  // The cached form of a study's QIDO object (clinician, default fields): 4
+  // bytes (little endian) giving where the base URL goes, then StudyJson's
+  // rendering with an empty base URL. The base URL (BaseUrl: "https://" and
+  // host characters that JSON never escapes) is the only part of the object
+  // that depends on the request, and it opens the RetrieveURL string.
+  static constexpr std::string_view kRetrieveUrlOpen = "\"00081190\":{\"Value\":[\"";
+
+  bool RenderStudyJsonForCache(const RequestContext& ctx, const services::StudyMatch& m,
+                               const QidoRequest* q, DicomJsonObject& o, std::string* out) {
+    std::string json;
+    StudyJson(ctx, m, q, "", o, json);
+    // Member names are never inside a value: a value's quotes are escaped.
+    const size_t at = json.find(kRetrieveUrlOpen);
+    if (at == std::string::npos || json.size() > UINT32_MAX) return false;
+    const auto pos = static_cast<uint32_t>(at + kRetrieveUrlOpen.size());
+    out->clear();
+    out->reserve(4 + json.size());
+    for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((pos >> (8 * i)) & 0xFF));
+    out->append(json);
+    OPENSSL_cleanse(json.data(), json.size());
+    return true;
+  }
+
+  static bool AppendCachedStudyJson(std::string_view cached, const std::string& base_url,
+                                    std::string& out) {
+    if (cached.size() < 4) return false;
+    uint32_t pos = 0;
+    for (int i = 0; i < 4; ++i) pos |= uint32_t{static_cast<unsigned char>(cached[i])} << (8 * i);
+    std::string_view json = cached.substr(4);
+    if (pos > json.size()) return false;
+    out.append(json.substr(0, pos));
+    out.append(base_url);
+    out.append(json.substr(pos));
+    return true;
+  }
+
   void SeriesJson(const RequestContext& ctx, const std::string& study_uid_shown,
                   const services::SeriesMatch& s, const QidoRequest* q, const std::string& base_url,
                   DicomJsonObject& o, std::string& out) {
@@ -635,13 +671,19 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         !a.ok()) {
       return StatusResponse(a);
     }
-    return JsonArray(out.count, out.items);
+    if (out.count == 0) return JsonArray(0, "");
+    out.items += ']';
+    Response r;
+    r.content_type = kDicomJson;
+    r.status = 200;
+    r.body = std::move(out.items);
+    return r;
   }
 
   // The rendered result objects of a QIDO request.
   struct QidoOut {
     size_t count = 0;
-    std::string items;  // the objects, comma separated
+    std::string items = "[";  // '[' and the objects, comma separated
     DicomJsonObject obj;
     std::string& Next() {
       if (count++ > 0) items += ',';
@@ -657,6 +699,10 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       if (!services::IsValidUid(it->second)) return Status::InvalidArgument("malformed UID");
       q.series_uids = {it->second};
     }
+    // Study objects the study cache may keep rendered (clinician, default
+    // fields: the same bytes for every such request but the base URL).
+    const bool cacheable = level == QidoLevel::kStudy && !Share(ctx) && !Wants(&q, 0x00081030) &&
+                           !Wants(&q, 0x00100021);
     // Studies in scope.
     std::vector<services::StudyMatch> studies;
     if (nested_study) {
@@ -667,6 +713,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       if (level == QidoLevel::kStudy && q.study_description.empty()) {
         sq.offset = q.offset;
         sq.limit = q.limit;
+        sq.rendered_instead_of_phi = cacheable;
       } else {
         sq.offset = 0;
         sq.limit = kMaxQidoLimit;
@@ -691,10 +738,28 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       }
     }
     if (level == QidoLevel::kStudy) {
+      out->items.reserve(studies.size() * 700);  // a study object is ~650 bytes
+      std::vector<services::StudyCache::Attachment> fresh;
       for (auto& m : studies) {
-        StudyJson(ctx, m, &q, base_url, out->obj, out->Next());
+        if (!m.rendered.empty()) {
+          if (!AppendCachedStudyJson(m.rendered, base_url, out->Next())) {
+            return Status::Internal("bad cached study rendering");
+          }
+        } else if (cacheable && m.cache_generation != 0) {
+          services::StudyCache::Attachment a{m.row.study_pk, m.cache_generation, {}};
+          if (RenderStudyJsonForCache(ctx, m, &q, out->obj, &a.bytes) &&
+              AppendCachedStudyJson(a.bytes, base_url, out->Next())) {
+            fresh.push_back(std::move(a));
+          } else {
+            StudyJson(ctx, m, &q, base_url, out->obj, out->Next());
+          }
+        } else {
+          StudyJson(ctx, m, &q, base_url, out->obj, out->Next());
+        }
         pks->push_back(m.row.study_pk);
       }
+      deps.query.AttachRendered(fresh);
+      for (auto& a : fresh) OPENSSL_cleanse(a.bytes.data(), a.bytes.size());
       return Status::Ok();
     }
     size_t skipped = 0;
@@ -901,7 +966,8 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     r.content_type = "multipart/related; type=\"application/dicom\"; boundary=" + st->boundary;
     // Decrypting runs a chunk ahead on its own thread while this connection's
     // io thread encrypts and sends (bounded: see read_ahead.h).
-    r.stream = ReadAhead([st](std::span<char> buf) { return st->Pull(buf); });
+    // Its buffers go to the connection as they are (ReadAheadChunks: no copy).
+    r.chunks = ReadAheadChunks([st](std::span<char> buf) { return st->Pull(buf); });
     return r;
   }
 

@@ -66,6 +66,27 @@ class Pipe {
     return w;
   }
 
+  // The next filled buffer itself; the previous one goes back to the producer.
+  Result<std::span<const char>> Next() {
+    std::unique_lock l(mu_);
+    if (!cur_.data.empty()) {
+      free_.push_back(std::move(cur_.data));
+      cur_ = Buf{};
+      cv_.notify_all();
+    }
+    if (done_) return std::span<const char>();
+    cv_.wait(l, [&] { return !ready_.empty() || finished_; });
+    if (ready_.empty()) {
+      done_ = true;
+      if (!status_.ok()) return status_;
+      return std::span<const char>();
+    }
+    cur_ = std::move(ready_.front());
+    ready_.pop_front();
+    cv_.notify_all();
+    return std::span<const char>(cur_.data.data(), cur_.len);
+  }
+
  private:
   struct Buf {
     std::vector<char> data;
@@ -121,6 +142,11 @@ class Pipe {
 BodySource ReadAhead(BodySource inner, size_t chunk_bytes, size_t depth) {
   auto pipe = std::make_shared<Pipe>(std::move(inner), chunk_bytes, depth < 1 ? 1 : depth);
   return [pipe](std::span<char> out) { return pipe->Pull(out); };
+}
+
+ChunkSource ReadAheadChunks(BodySource inner, size_t chunk_bytes, size_t depth) {
+  auto pipe = std::make_shared<Pipe>(std::move(inner), chunk_bytes, depth < 1 ? 1 : depth);
+  return [pipe]() { return pipe->Next(); };
 }
 
 }  // namespace phi::web

@@ -53,6 +53,10 @@ struct RequestContext {
 // concurrently); an error after the header is sent aborts the connection.
 // Memory stays bounded by `buf` plus what the source itself holds.
 using BodySource = std::function<Result<size_t>(std::span<char> buf)>;
+// The zero-copy form of a streamed body: each call returns a view of the
+// next bytes, which stays valid (and unchanged) until the next call or the
+// source's release; an empty view means the end. Called like a BodySource.
+using ChunkSource = std::function<Result<std::span<const char>>()>;
 
 struct Response {
   int status = 200;
@@ -62,6 +66,8 @@ struct Response {
   // When set, `body` is ignored and the body is sent with chunked transfer
   // encoding, pulled from this source in bounded buffers.
   BodySource stream;
+  // Likewise, from the source's own buffers (no copy into the connection's).
+  ChunkSource chunks;
 
   static Response Json(int status, std::string body);
   // RFC 9457 problem details: {"type":"about:blank","title":...,"status":...}.

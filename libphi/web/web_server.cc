@@ -272,7 +272,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       started_.reset();
     }
     if (server_->metrics) server_->metrics->ObserveRequest(route, r.status, seconds);
-    const bool streamed = static_cast<bool>(r.stream);
+    const bool streamed = static_cast<bool>(r.stream) || static_cast<bool>(r.chunks);
     res_.emplace(static_cast<http::status>(r.status), version);
     res_->set(http::field::content_type, r.content_type);
     res_->set(http::field::cache_control, "no-store");
@@ -308,7 +308,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       server_->audit(e);
     }
     if (streamed) {
-      StartStream(std::move(r.stream), keep_alive);
+      StartStream(std::move(r.stream), std::move(r.chunks), keep_alive);
       return;
     }
     beast::get_lowest_layer(stream_).expires_after(
@@ -321,11 +321,13 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   }
 
   // Streamed body: the header (chunked), then one chunk per source pull, then
-  // the last chunk. One buffer of kStreamChunkBytes per session.
-  void StartStream(BodySource source, bool keep_alive) {
+  // the last chunk. One buffer of kStreamChunkBytes per session for a
+  // BodySource; a ChunkSource lends its own.
+  void StartStream(BodySource source, ChunkSource chunks, bool keep_alive) {
     source_ = std::move(source);
+    chunks_ = std::move(chunks);
     stream_keep_alive_ = keep_alive;
-    chunk_.resize(kStreamChunkBytes);
+    if (!chunks_) chunk_.resize(kStreamChunkBytes);
     sr_.emplace(*res_);
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(server_->cfg.body_timeout_seconds));
@@ -337,22 +339,40 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   }
 
   void NextChunk() {
-    Result<size_t> n = source_(std::span<char>(chunk_.data(), chunk_.size()));
-    if (!n.ok()) {
+    std::span<const char> data;
+    Status pulled = Status::Ok();
+    if (chunks_) {
+      Result<std::span<const char>> c = chunks_();
+      if (c.ok()) {
+        data = *c;
+      } else {
+        pulled = c.status();
+      }
+    } else {
+      Result<size_t> n = source_(std::span<char>(chunk_.data(), chunk_.size()));
+      if (n.ok()) {
+        data = std::span<const char>(chunk_.data(), *n);
+      } else {
+        pulled = n.status();
+      }
+    }
+    if (!pulled.ok()) {
       PHI_LOG(kWarning, "https stream aborted",
-              {{"conn", id_}, {"error", log::Safe(n.status().ToString())}});
+              {{"conn", id_}, {"error", log::Safe(pulled.ToString())}});
       return EndStream(false);  // the status line is sent: the only signal left is the abort
     }
+    const size_t n = data.size();
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(server_->cfg.body_timeout_seconds));
-    if (*n == 0) {
+    if (n == 0) {
       asio::async_write(
           stream_, http::make_chunk_last(),
           [self = shared_from_this()](beast::error_code ec, size_t) { self->EndStream(!ec); });
       return;
     }
-    if (server_->metrics) server_->metrics->AddStreamedBytes(*n);
-    asio::async_write(stream_, http::make_chunk(asio::buffer(chunk_.data(), *n)),
+    if (server_->metrics) server_->metrics->AddStreamedBytes(n);
+    // `data` stays valid until the next pull, which only this completion makes.
+    asio::async_write(stream_, http::make_chunk(asio::buffer(data.data(), n)),
                       [self = shared_from_this()](beast::error_code ec, size_t) {
                         if (ec) return self->EndStream(false);
                         self->NextChunk();
@@ -361,6 +381,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
 
   void EndStream(bool ok) {
     source_ = nullptr;  // releases readers and keys held by the source
+    chunks_ = nullptr;
     sr_.reset();
     std::vector<char>().swap(chunk_);
     if (!ok || !stream_keep_alive_) return Close();
@@ -394,6 +415,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   std::unique_ptr<http::response<http::empty_body>> cont_;
   std::optional<http::response_serializer<http::string_body>> sr_;
   BodySource source_;
+  ChunkSource chunks_;
   std::vector<char> chunk_;
   bool stream_keep_alive_ = false;
   std::optional<std::chrono::steady_clock::time_point> started_;

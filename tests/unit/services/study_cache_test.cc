@@ -165,6 +165,116 @@ TEST_F(StudyCacheTest, ErasureDropsAndWipesTheStudy) {
   }
 }
 
+// The prefix scan walks the bucket of the pattern's first byte: every pattern
+// still answers like the decrypting path, whatever the names' first bytes
+// (upper/lower case, non-ASCII, empty), and a rename moves a study across
+// buckets.
+TEST_F(StudyCacheTest, NamePrefixScanAnswersLikeTheDecryptingPath) {
+  const std::vector<std::string> names = {"SMITH^JOHN", "sampson^ann", "\xC3\x89MILE^ZOLA", "",
+                                          "JONES^BOB",  "S",           "SMITHSONIAN^X"};
+  for (size_t i = 0; i < names.size(); ++i) {
+    Patient p{names[i],
+              "PID-" + std::to_string(i),
+              "19600101",
+              "ACC-" + std::to_string(i),
+              "1.2.826.0.1.3680043.7.5" + std::to_string(i),
+              "20240315",
+              "CT"};
+    ASSERT_TRUE(Store(p, 1, 1).ok());
+  }
+  ASSERT_TRUE(query_->BuildCache().ok());
+  auto check = [&] {
+    for (const char* pattern : {"S*", "s*", "SM*", "SMITHSON*", "\xC3\x89*", "*", "?MITH*", "",
+                                "SMITH^JOHN", "J*", "X*", "S"}) {
+      for (bool fold : {true, false}) {
+        StudyQuery q{.patient_name = pattern, .fold_case = fold};
+        StudyKeys plain_keys(*vault_, *catalog_);
+        QueryService plain(*vault_, *catalog_, *objects_, plain_keys);
+        auto want = plain.FindStudies(q);
+        auto got = query_->FindStudies(q);
+        ASSERT_TRUE(want.ok() && got.ok());
+        ASSERT_EQ(got->size(), want->size()) << pattern << " fold=" << fold;
+        for (size_t i = 0; i < got->size(); ++i) {
+          EXPECT_EQ((*got)[i].row.study_pk, (*want)[i].row.study_pk) << pattern;
+        }
+      }
+    }
+  };
+  check();
+  EXPECT_EQ(Names("S*"),
+            (std::vector<std::string>{"S", "SMITHSONIAN^X", "SMITH^JOHN", "sampson^ann"}));
+  // Renamed from S to J: leaves the S bucket, joins the J one.
+  ASSERT_TRUE(Adt(Hl7Event::Kind::kPatientUpdate, "PID-0", "JOHNSON^JOHN").ok());
+  check();
+  EXPECT_EQ(Names("J*"), (std::vector<std::string>{"JOHNSON^JOHN", "JONES^BOB"}));
+  EXPECT_EQ(Names("SM*"), std::vector<std::string>{"SMITHSONIAN^X"});
+}
+
+// A caller's rendering attached to a study's entry is returned instead of the
+// decoded attributes only while the entry is the one it was derived from: an
+// ADT update (re-read) drops it, an attachment for an older generation is
+// ignored, and erasure wipes it with the entry.
+TEST_F(StudyCacheTest, AttachedRenderingFollowsTheEntry) {
+  ASSERT_TRUE(Store(kSmith, 1, 1).ok());
+  ASSERT_TRUE(Store(kSmythe, 1, 1).ok());
+  ASSERT_TRUE(query_->BuildCache().ok());
+  const StudyQuery q{.patient_name = "SM*", .rendered_instead_of_phi = true};
+  auto find = [&] {
+    auto r = query_->FindStudies(q);
+    EXPECT_TRUE(r.ok() && r->size() == 2u);
+    return r.ok() ? *r : std::vector<StudyMatch>{};
+  };
+  std::vector<StudyMatch> first = find();
+  ASSERT_EQ(first.size(), 2u);
+  ASSERT_EQ(first[0].phi.Get("PatientName"), "SMITH^JOHN");
+  for (auto& m : first) {
+    EXPECT_NE(m.cache_generation, 0u);
+    EXPECT_TRUE(m.rendered.empty());
+  }
+  query_->AttachRendered({{first[0].row.study_pk, first[0].cache_generation, "R|SMITH^JOHN"},
+                          {first[1].row.study_pk, first[1].cache_generation + 1000, "R|STALE"}});
+  std::vector<StudyMatch> second = find();
+  ASSERT_EQ(second.size(), 2u);
+  EXPECT_EQ(second[0].rendered, "R|SMITH^JOHN");
+  EXPECT_TRUE(second[0].phi.items().empty());
+  EXPECT_TRUE(second[1].rendered.empty());  // the stale generation was ignored
+  EXPECT_EQ(second[1].phi.Get("PatientName"), "SMYTHE^ANN");
+  // Without the option, the attributes as always.
+  auto plain = query_->FindStudies(StudyQuery{.patient_name = "SM*"});
+  ASSERT_TRUE(plain.ok() && plain->size() == 2u);
+  EXPECT_EQ((*plain)[0].phi.Get("PatientName"), "SMITH^JOHN");
+  EXPECT_TRUE((*plain)[0].rendered.empty());
+
+  // An ADT rename re-reads the study: the rendering is gone, the new name is there.
+  ASSERT_TRUE(Adt(Hl7Event::Kind::kPatientUpdate, "PID-1", "SMALL^JOHN").ok());
+  std::vector<StudyMatch> third = find();
+  ASSERT_EQ(third.size(), 2u);
+  EXPECT_TRUE(third[0].rendered.empty());
+  EXPECT_EQ(third[0].phi.Get("PatientName"), "SMALL^JOHN");
+  EXPECT_NE(third[0].cache_generation, first[0].cache_generation);
+  // A rendering made from the old entry (a request that raced the update) is ignored.
+  query_->AttachRendered({{first[0].row.study_pk, first[0].cache_generation, "R|SMITH^JOHN"}});
+  EXPECT_TRUE(find()[0].rendered.empty());
+
+  const NoDumpSlab& slab = keys_->cache().SlabForTest();
+  const size_t used = slab.used_slots();
+  query_->AttachRendered({{third[0].row.study_pk, third[0].cache_generation, "R|SMALL^JOHN"}});
+  EXPECT_EQ(find()[0].rendered, "R|SMALL^JOHN");
+  EXPECT_EQ(slab.used_slots(), used + 1);
+  ASSERT_TRUE(erasure_->EraseStudy(kSmith.study_uid, "admin:uid=0", "test").ok());
+  EXPECT_EQ(slab.used_slots(), used - 1);  // the entry and its rendering
+  EXPECT_EQ(slab.NonZeroFreeBytesForTest(), 0u);
+  for (const void* chunk : slab.ChunksForTest()) {
+    std::string_view mem(static_cast<const char*>(chunk), NoDumpSlab::kChunkBytes);
+    EXPECT_EQ(mem.find("R|SMALL^JOHN"), std::string_view::npos);
+    EXPECT_EQ(mem.find("R|SMITH^JOHN"), std::string_view::npos);
+  }
+  auto after = query_->FindStudies(q);
+  ASSERT_TRUE(after.ok());
+  ASSERT_EQ(after->size(), 1u);
+  EXPECT_EQ((*after)[0].phi.Get("PatientName"), "SMYTHE^ANN");
+}
+
 TEST(NoDumpSlabTest, MemoryIsNoDumpAndWipedOnFree) {
   NoDumpSlab slab(4 << 20);
   auto a = slab.Put("SMITH^JOHN|PID-1|19600101");

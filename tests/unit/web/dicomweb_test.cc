@@ -155,7 +155,14 @@ class DicomwebTest : public ServicesTest {
     out.status = r.status;
     out.content_type = r.content_type;
     out.headers = r.headers;
-    if (r.stream) {
+    if (r.chunks) {
+      for (;;) {
+        auto c = r.chunks();
+        EXPECT_TRUE(c.ok()) << c.status().ToString();
+        if (!c.ok() || c->empty()) break;
+        out.body.append(c->data(), c->size());
+      }
+    } else if (r.stream) {
       std::vector<char> buf(1000);  // small, odd buffer: exercises part boundaries
       for (;;) {
         auto n = r.stream(std::span<char>(buf.data(), buf.size()));
@@ -360,6 +367,83 @@ TEST_F(DicomwebTest, QidoRendersHostileValuesAsNlohmannDid) {
     ASSERT_EQ(r.status, 200);
     EXPECT_EQ(r.body, json::parse(r.body).dump(-1, ' ', false, json::error_handler_t::replace));
   }
+}
+
+// Clinician study objects are rendered once per study-cache entry and then
+// served from it: byte for byte what the decrypting path renders, with each
+// request's own base URL; a patient rename (HL7 reseal) shows at the next
+// query; an erased study is no longer listed and its rendering is wiped; a
+// share request never gets the clinician rendering.
+TEST_F(DicomwebTest, QidoCachedStudyRenderingFollowsRenameAndErasure) {
+  Synth a, b;
+  a.name = "SMI\\TH^\"Q\"</script>\t\xC3\xA9\xFF";
+  b.name = "SMYTHE^ANN";
+  b.study_uid = "1.2.826.0.1.3680043.9.7777.2";
+  StoreSynth(a, 1, 1);
+  StoreSynth(b, 1, 1);
+  StoreSynth(b, 2, 1);
+  const std::string path = "/studies?PatientName=SM*";
+  Result decrypted = Call(Method::kGet, path, kClin);  // no cache yet: rendered per request
+  ASSERT_EQ(decrypted.status, 200) << decrypted.body;
+  ASSERT_TRUE(query_->BuildCache().ok());
+  Result rendered = Call(Method::kGet, path, kClin);  // renders and attaches
+  Result cached = Call(Method::kGet, path, kClin);    // from the attached renderings
+  EXPECT_EQ(rendered.body, decrypted.body);
+  EXPECT_EQ(cached.body, decrypted.body);
+  EXPECT_EQ(cached.body,
+            json::parse(cached.body).dump(-1, ' ', false, json::error_handler_t::replace));
+  const size_t slots = keys_->cache().SlabForTest().used_slots();
+  EXPECT_EQ(Call(Method::kGet, path, kClin).body, decrypted.body);
+  EXPECT_EQ(keys_->cache().SlabForTest().used_slots(), slots);  // nothing attached twice
+  // The base URL is the request's.
+  Result other = Call(Method::kGet, path, kClin, {{"host", "other.example:9443"}});
+  ASSERT_EQ(other.status, 200);
+  json j = json::parse(other.body);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(Str(j[1], "00081190"), "https://other.example:9443/studies/" + b.study_uid);
+  EXPECT_EQ(Str(j[1], "00201208"), "2");
+  // includefield: rendered per request, with the extra attribute.
+  j = json::parse(Call(Method::kGet, path + "&includefield=StudyDescription", kClin).body);
+  EXPECT_EQ(Str(j[0], "00081030"), a.description);
+  // share: de-identified, never the clinician rendering.
+  Result share = Call(Method::kGet, "/studies?ModalitiesInStudy=CT", kShare);
+  ASSERT_EQ(share.status, 200);
+  EXPECT_EQ(share.body.find("SMYTHE"), std::string::npos);
+  EXPECT_EQ(share.body.find(b.study_uid), std::string::npos);
+
+  // A rename (as HL7 ADT does it): the next query shows the new name.
+  auto study_b = query_->GetStudy(b.study_uid);
+  ASSERT_TRUE(study_b.ok());
+  RenamePatient(*study_b, "SMALLWOOD^ANN");
+  keys_->StudyChanged(study_b->row.study_uid_token);
+  j = json::parse(Call(Method::kGet, path, kClin).body);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(Str(j[1], "00100010"), "SMALLWOOD^ANN");
+  EXPECT_EQ(Str(j[0], "00100010"), a.name.substr(0, a.name.size() - 1) + "\xEF\xBF\xBD");
+  j = json::parse(Call(Method::kGet, path, kClin).body);  // and from its new rendering
+  EXPECT_EQ(Str(j[1], "00100010"), "SMALLWOOD^ANN");
+  // A new instance changes the counters.
+  StoreSynth(b, 2, 2);
+  j = json::parse(Call(Method::kGet, path, kClin).body);
+  EXPECT_EQ(Str(j[1], "00201208"), "3");
+
+  // Erasure: no longer listed; no slot keeps its rendering.
+  ASSERT_TRUE(erasure_->EraseStudy(b.study_uid, "admin:test", "test").ok());
+  Result after = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(after.status, 200);
+  j = json::parse(after.body);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(after.body.find(b.study_uid), std::string::npos);
+  const services::NoDumpSlab& slab = keys_->cache().SlabForTest();
+  EXPECT_EQ(slab.NonZeroFreeBytesForTest(), 0u);
+  for (const void* chunk : slab.ChunksForTest()) {
+    std::string_view mem(static_cast<const char*>(chunk), services::NoDumpSlab::kChunkBytes);
+    EXPECT_EQ(mem.find("SMALLWOOD"), std::string_view::npos);
+    EXPECT_EQ(mem.find(b.study_uid), std::string_view::npos);
+  }
+  ASSERT_TRUE(erasure_->EraseStudy(a.study_uid, "admin:test", "test").ok());
+  EXPECT_EQ(Call(Method::kGet, path, kClin).status, 204);
+  EXPECT_EQ(slab.used_slots(), 0u);
 }
 
 TEST_F(DicomwebTest, QidoBadQueriesAre400WithoutEcho) {

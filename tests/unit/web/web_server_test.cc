@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "libphi/web/read_ahead.h"
 #include "tests/support/temp_dir.h"
 #include "tests/unit/tls/net_test_util.h"
 
@@ -56,6 +57,32 @@ class WebServerTest : public ::testing::Test {
                  };
                  return r;
                });
+    // The same body lent in the read-ahead pipe's own buffers (odd-sized, to
+    // cross TLS records and chunk boundaries anywhere), and one that fails.
+    router.Add(Method::kGet, "/chunks", {config::Role::kClinician}, [](const RequestContext&) {
+      Response r;
+      r.content_type = "application/octet-stream";
+      auto off = std::make_shared<uint64_t>(0);
+      r.chunks = ReadAheadChunks(
+          [off](std::span<char> buf) -> Result<size_t> {
+            size_t n = std::min<uint64_t>(buf.size(), kStreamBytes - *off);
+            for (size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(((*off + i) * 31) & 0xFF);
+            *off += n;
+            return n;
+          },
+          100'003, 2);
+      return r;
+    });
+    router.Add(Method::kGet, "/chunks-fail", {config::Role::kClinician}, [](const RequestContext&) {
+      Response r;
+      auto calls = std::make_shared<int>(0);
+      r.chunks = ReadAheadChunks([calls](std::span<char> buf) -> Result<size_t> {
+        if ((*calls)++ > 2) return Status::Corruption("segment tag mismatch");
+        std::fill(buf.begin(), buf.end(), 'x');
+        return buf.size();
+      });
+      return r;
+    });
     auto s = WebServer::Create(cfg_, *provider_, runner_, std::move(router), Env::Default(),
                                [this](const AccessEvent& e) {
                                  std::lock_guard<std::mutex> l(mu_);
@@ -189,6 +216,21 @@ TEST_F(WebServerTest, StreamedBodiesAreChunkedAndBounded) {
   EXPECT_LE(max_pull_.load(), 1u << 20);  // one bounded buffer, never the body
   // An error after the header aborts the connection: the client sees a broken transfer.
   auto f = Curl("clinician", Url("/stream-fails") + " -o /dev/null");
+  EXPECT_NE(f.exit_code, 0) << f.output;
+}
+
+TEST_F(WebServerTest, LentChunksStreamEveryByteInOrder) {
+  phi::testing::TempDir tmp;
+  std::string out = (tmp.path() / "body").string();
+  auto r =
+      Curl("clinician", "-o " + out + " " + Url("/chunks") + " -o /dev/null " + Url("/healthz"));
+  ASSERT_TRUE(r.output.ends_with("200\n200")) << r.output;  // keep-alive after the stream
+  std::string body = phi::testing::ReadFile(tmp.path() / "body");
+  ASSERT_EQ(body.size(), kStreamBytes);
+  for (size_t i = 0; i < body.size(); ++i) {
+    ASSERT_EQ(static_cast<unsigned char>(body[i]), (i * 31) & 0xFF) << i;
+  }
+  auto f = Curl("clinician", Url("/chunks-fail") + " -o /dev/null");
   EXPECT_NE(f.exit_code, 0) << f.output;
 }
 
