@@ -4,7 +4,9 @@
 //   hl7_bench DEV_DIR [seconds_per_run [only]]
 //
 // `only` (e.g. "plain:8", "tls:1") runs one transport/connection count
-// (profiling with perf record).
+// (profiling with perf record); "stream:N" runs only the durable streaming
+// run, plain, N connections with 16 in flight each; "direct:N" only the
+// storage, N threads, no network.
 //
 // DEV_DIR is a dev dir as scripts/dev-run.sh / the integration harness make it
 // (pki/, kek, storage/, phigate.yaml from `phigated --print-dev-config`).
@@ -292,6 +294,17 @@ int main(int argc, char** argv) {
                 double(after.transactions - before.transactions) /
                     double(std::max<uint64_t>(1, after.commits - before.commits)),
                 FramesPerMsg(before, after));
+  }
+  if (only.rfind("stream:", 0) == 0) {
+    int n = std::atoi(only.c_str() + 7);
+    auto b = (*stack)->catalog().stats();
+    RunResult wd = Throughput((*s_durable)->plain_port(), nullptr, n, secs, 16);
+    auto a = (*stack)->catalog().stats();
+    std::printf("plain  %dx16 %-8s %12.0f %10s %12s %12s %8lu %9.1f %10.2f\n", n, "durable",
+                wd.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(wd.not_aa),
+                double(a.transactions - b.transactions) /
+                    double(std::max<uint64_t>(1, a.commits - b.commits)),
+                FramesPerMsg(b, a));
   }
   for (bool use_tls : {false, true}) {
     for (int conns : {1, 8, 32}) {
