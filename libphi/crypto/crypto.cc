@@ -225,7 +225,7 @@ Result<std::string> SealBox(ByteSpan key, ByteSpan aad, ByteSpan plaintext) {
 }
 
 namespace {
-Status OpenBoxInto(ByteSpan key, ByteSpan aad, ByteSpan box, MutableByteSpan out) {
+Status OpenBoxUnchecked(ByteSpan key, ByteSpan aad, ByteSpan box, MutableByteSpan out) {
   PHI_ASSIGN_OR_RETURN(auto gcm, AesGcm::Create(key));
   return gcm->Open(box.first(kGcmNonceBytes), aad,
                    box.subspan(kGcmNonceBytes, box.size() - kGcmNonceBytes - kGcmTagBytes),
@@ -239,10 +239,18 @@ Status CheckBoxSize(ByteSpan box) {
 }
 }  // namespace
 
+Status OpenBoxInto(ByteSpan key, ByteSpan aad, ByteSpan box, MutableByteSpan out) {
+  PHI_RETURN_IF_ERROR(CheckBoxSize(box));
+  if (out.size() != box.size() - kGcmNonceBytes - kGcmTagBytes) {
+    return Status::InvalidArgument("OpenBoxInto: output size does not match the box");
+  }
+  return OpenBoxUnchecked(key, aad, box, out);
+}
+
 Result<SecretBytes> OpenBoxSecret(ByteSpan key, ByteSpan aad, ByteSpan box) {
   PHI_RETURN_IF_ERROR(CheckBoxSize(box));
   SecretBytes out(box.size() - kGcmNonceBytes - kGcmTagBytes);
-  PHI_RETURN_IF_ERROR(OpenBoxInto(key, aad, box, out.mutable_span()));
+  PHI_RETURN_IF_ERROR(OpenBoxUnchecked(key, aad, box, out.mutable_span()));
   return out;
 }
 
@@ -250,7 +258,7 @@ Result<std::string> OpenBox(ByteSpan key, ByteSpan aad, ByteSpan box) {
   PHI_RETURN_IF_ERROR(CheckBoxSize(box));
   std::string out(box.size() - kGcmNonceBytes - kGcmTagBytes, '\0');
   PHI_RETURN_IF_ERROR(
-      OpenBoxInto(key, aad, box, std::as_writable_bytes(std::span(out.data(), out.size()))));
+      OpenBoxUnchecked(key, aad, box, std::as_writable_bytes(std::span(out.data(), out.size()))));
   return out;
 }
 

@@ -88,6 +88,10 @@ Result<std::string> SealBox(ByteSpan key, ByteSpan aad, ByteSpan plaintext);
 // Opens SealBox output; Corruption on any tamper or wrong key/AAD.
 Result<SecretBytes> OpenBoxSecret(ByteSpan key, ByteSpan aad, ByteSpan box);
 Result<std::string> OpenBox(ByteSpan key, ByteSpan aad, ByteSpan box);
+// Opens SealBox output into caller-owned memory (e.g. a reused locked buffer).
+// InvalidArgument unless out.size() == box.size() - nonce - tag; on Corruption
+// `out` is wiped.
+Status OpenBoxInto(ByteSpan key, ByteSpan aad, ByteSpan box, MutableByteSpan out);
 
 // RFC 5869 HKDF-SHA256: out.size() bytes derived from ikm, salt and info.
 Status HkdfSha256(ByteSpan ikm, ByteSpan salt, ByteSpan info, MutableByteSpan out);

@@ -1221,6 +1221,14 @@ void SqliteCatalog::RunBatch(std::vector<Job*>& batch) {
   }
   stat_commits_.fetch_add(1, std::memory_order_relaxed);
   stat_transactions_.fetch_add(batch.size(), std::memory_order_relaxed);
+  {
+    // Pages written to the WAL since the last reset (the commit's frames and any
+    // cache spill): what the commit's fsync has to carry.
+    int cur = 0, hi = 0;
+    if (sqlite3_db_status(db.raw(), SQLITE_DBSTATUS_CACHE_WRITE, &cur, &hi, 1) == SQLITE_OK) {
+      stat_wal_frames_.fetch_add(static_cast<uint64_t>(cur), std::memory_order_relaxed);
+    }
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     if (!results[i].ok()) stat_transactions_failed_.fetch_add(1, std::memory_order_relaxed);
     Complete(batch[i], results[i]);

@@ -55,7 +55,8 @@ class SqliteWriteTxn;
   X(transactions_failed) /* closures that returned an error or were in a failed batch */ \
   X(commits)             /* successful COMMITs (one fsync each) */                       \
   X(commit_failures)     /* failed batches (BEGIN/COMMIT/auto-rollback) */               \
-  X(checkpoints)         /* successful wal_checkpoint(TRUNCATE) */
+  X(checkpoints)         /* successful wal_checkpoint(TRUNCATE) */                       \
+  X(wal_frames)          /* pages the writer's transactions wrote to the WAL */
 
 struct CatalogStats {
 #define PHI_INDEX_STAT_FIELD(n) uint64_t n = 0;

@@ -4,7 +4,9 @@
 //   hl7_bench DEV_DIR [seconds_per_run [only]]
 //
 // `only` (e.g. "plain:8", "tls:1") runs one transport/connection count
-// (profiling with perf record).
+// (profiling with perf record); "stream:N" runs only the durable streaming
+// run, plain, N connections with 16 in flight each; "direct:N" only the
+// storage, N threads, no network.
 //
 // DEV_DIR is a dev dir as scripts/dev-run.sh / the integration harness make it
 // (pki/, kek, storage/, phigate.yaml from `phigated --print-dev-config`).
@@ -14,7 +16,9 @@
 // (each connection sends the next message when it has the ACK), ACK latency
 // p50/p99 at a fixed aggregate 1,000 msg/s, and closures per group commit of
 // the durable throughput run; and "8x16": 8 connections streaming with 16
-// messages in flight each (ACKs still in order). Not a ctest test.
+// messages in flight each (ACKs still in order). "WAL pg/msg" is the pages
+// the catalog writer wrote to the WAL per message (4 KiB + 24 bytes each).
+// Not a ctest test.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -46,6 +50,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace phi;
+
+// WAL pages per closure between two stats snapshots.
+double FramesPerMsg(const index::CatalogStats& b, const index::CatalogStats& a) {
+  return double(a.wal_frames - b.wal_frames) /
+         double(std::max<uint64_t>(1, a.transactions - b.transactions));
+}
 
 // The protocol ceiling: ACK without storing.
 class EchoHandler : public hl7::MessageHandler {
@@ -272,17 +282,29 @@ int main(int argc, char** argv) {
 
   std::printf("hl7_bench: ADT^A08, %.0f s per run, %u io threads, %u cores\n", secs,
               runner.threads(), std::thread::hardware_concurrency());
-  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s %9s\n", "xport", "conns", "server", "msgs/s",
-              "vs echo", "p50@1k ms", "p99@1k ms", "not-AA", "msg/commit");
+  std::printf("%-6s %-5s %-8s %12s %10s %12s %12s %8s %9s %10s\n", "xport", "conns", "server",
+              "msgs/s", "vs echo", "p50@1k ms", "p99@1k ms", "not-AA", "msg/commit", "WAL pg/msg");
   if (only.rfind("direct:", 0) == 0) {
     int n = std::atoi(only.c_str() + 7);
     auto before = (*stack)->catalog().stats();
     RunResult d = Direct(durable, n, secs);
     auto after = (*stack)->catalog().stats();
-    std::printf("direct %-5d %-8s %12.0f %10s %12s %12s %8lu  (%.1f per commit)\n", n, "durable",
+    std::printf("direct %-5d %-8s %12.0f %10s %12s %12s %8lu %9.1f %10.2f\n", n, "durable",
                 d.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(d.not_aa),
                 double(after.transactions - before.transactions) /
-                    double(std::max<uint64_t>(1, after.commits - before.commits)));
+                    double(std::max<uint64_t>(1, after.commits - before.commits)),
+                FramesPerMsg(before, after));
+  }
+  if (only.rfind("stream:", 0) == 0) {
+    int n = std::atoi(only.c_str() + 7);
+    auto b = (*stack)->catalog().stats();
+    RunResult wd = Throughput((*s_durable)->plain_port(), nullptr, n, secs, 16);
+    auto a = (*stack)->catalog().stats();
+    std::printf("plain  %dx16 %-8s %12.0f %10s %12s %12s %8lu %9.1f %10.2f\n", n, "durable",
+                wd.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(wd.not_aa),
+                double(a.transactions - b.transactions) /
+                    double(std::max<uint64_t>(1, a.commits - b.commits)),
+                FramesPerMsg(b, a));
   }
   for (bool use_tls : {false, true}) {
     for (int conns : {1, 8, 32}) {
@@ -305,9 +327,10 @@ int main(int argc, char** argv) {
       std::printf("%-6s %-5d %-8s %12.0f %10s %12.2f %12.2f %8lu\n", x, conns, "echo",
                   te.msgs_per_s, "1.00", le.p50_ms, le.p99_ms,
                   static_cast<unsigned long>(te.not_aa + le.not_aa));
-      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu %9.1f\n", x, conns, "durable",
-                  td.msgs_per_s, td.msgs_per_s / te.msgs_per_s, ld.p50_ms, ld.p99_ms,
-                  static_cast<unsigned long>(td.not_aa + ld.not_aa), per_commit);
+      std::printf("%-6s %-5d %-8s %12.0f %10.2f %12.2f %12.2f %8lu %9.1f %10.2f\n", x, conns,
+                  "durable", td.msgs_per_s, td.msgs_per_s / te.msgs_per_s, ld.p50_ms, ld.p99_ms,
+                  static_cast<unsigned long>(td.not_aa + ld.not_aa), per_commit,
+                  FramesPerMsg(before, after));
       if (conns == 8) {
         // A streaming sender (16 in flight per connection), for comparison.
         RunResult we = Throughput(pe, c, conns, secs, 16);
@@ -316,11 +339,12 @@ int main(int argc, char** argv) {
         auto a = (*stack)->catalog().stats();
         std::printf("%-6s %-5s %-8s %12.0f %10s %12s %12s %8lu\n", x, "8x16", "echo", we.msgs_per_s,
                     "1.00", "-", "-", static_cast<unsigned long>(we.not_aa));
-        std::printf("%-6s %-5s %-8s %12.0f %10.2f %12s %12s %8lu %9.1f\n", x, "8x16", "durable",
-                    wd.msgs_per_s, wd.msgs_per_s / we.msgs_per_s, "-", "-",
+        std::printf("%-6s %-5s %-8s %12.0f %10.2f %12s %12s %8lu %9.1f %10.2f\n", x, "8x16",
+                    "durable", wd.msgs_per_s, wd.msgs_per_s / we.msgs_per_s, "-", "-",
                     static_cast<unsigned long>(wd.not_aa),
                     double(a.transactions - b.transactions) /
-                        double(std::max<uint64_t>(1, a.commits - b.commits)));
+                        double(std::max<uint64_t>(1, a.commits - b.commits)),
+                    FramesPerMsg(b, a));
       }
       std::fflush(stdout);
     }

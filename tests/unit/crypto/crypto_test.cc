@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -152,6 +153,27 @@ TEST(AesGcmTest, TamperIsCorruptionAndWipesPlaintext) {
   std::vector<std::byte> out(ct.size());
   EXPECT_TRUE((*gcm)->Open(iv, aad, ct, tag, out).ok());
   EXPECT_EQ(ToHex(out), v.pt);
+}
+
+// OpenBoxInto: the same box format into a caller's buffer (the vault's
+// reused locked scratch); exact size required, wiped on a bad tag.
+TEST(SealBoxTest, OpenBoxIntoChecksSizeAndWipesOnTamper) {
+  auto key = Repeat(7, 32);
+  auto aad = AsBytes("context");
+  auto box = SealBox(key, aad, AsBytes("0123456789abcdef0123456789abcdef"));
+  ASSERT_TRUE(box.ok());
+  std::array<std::byte, 32> out{};
+  ASSERT_TRUE(OpenBoxInto(key, aad, AsBytes(*box), out).ok());
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(out.data()), out.size()),
+            "0123456789abcdef0123456789abcdef");
+  std::array<std::byte, 31> small{};
+  EXPECT_EQ(OpenBoxInto(key, aad, AsBytes(*box), small).code(), Code::kInvalidArgument);
+  EXPECT_EQ(OpenBoxInto(key, aad, AsBytes(box->substr(0, 27)), out).code(), Code::kCorruption);
+  std::string t = *box;
+  t[kGcmNonceBytes + 3] ^= 0x01;
+  out.fill(std::byte{0x55});
+  EXPECT_EQ(OpenBoxInto(key, aad, AsBytes(t), out).code(), Code::kCorruption);
+  for (std::byte b : out) EXPECT_EQ(b, std::byte{0});
 }
 
 TEST(SealBoxTest, RoundTripFreshNonceAndTamper) {

@@ -6,7 +6,10 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <map>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -189,6 +192,80 @@ TEST_F(KeyVaultTest, WrappedKeyIsBoundToItsKeyIdKekIdAndPurpose) {
   auto ds = v->CreateDerivationSecret();
   ASSERT_TRUE(ds.ok());
   EXPECT_EQ(v->LoadStudyKey(*ds).code(), Code::kCorruption);
+}
+
+// New key ids are time-ordered (key_vault.h "Formats"): a 48-bit millisecond
+// prefix from the injected clock, then random bits; strictly increasing within
+// one vault even in the same millisecond or when the clock goes back; still 32
+// lowercase hex characters that wrap, unwrap and seal like any key id.
+class MillisEnv : public EnvWrapper {
+ public:
+  explicit MillisEnv(Env& t) : EnvWrapper(t) {}
+  SystemTime Now() override { return SystemTime(std::chrono::milliseconds(now_ms.load())); }
+  std::atomic<int64_t> now_ms{1'764'000'000'123};
+};
+
+TEST_F(KeyVaultTest, KeyIdsAreTimeOrderedUniqueAndValid) {
+  MillisEnv clock(env_);
+  auto opened =
+      KeyVault::Open(Keys({FileKek("A", keys_ / "a.kek")}, "A"), storage_.path(), clock, {});
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  KeyVault& v = **opened;
+  auto other = OpenVault({"A"}, "A");
+  ASSERT_NE(other, nullptr);
+  auto prefix = [](int64_t ms) {
+    char buf[16];
+    std::snprintf(buf, sizeof(buf), "%012llx", static_cast<unsigned long long>(ms));
+    return std::string(buf);
+  };
+
+  std::vector<WrappedKey> made;
+  for (int i = 0; i < 300; ++i) {  // all in one millisecond
+    auto wk = v.CreateStudyKey();
+    ASSERT_TRUE(wk.ok()) << wk.status().ToString();
+    made.push_back(*wk);
+  }
+  clock.now_ms += 5;
+  made.push_back(v.CreateStudyKey().value());
+  clock.now_ms -= 60'000;  // the clock steps back a minute
+  made.push_back(v.CreateStudyKey().value());
+  made.push_back(v.CreateDerivationSecret().value());  // the same id space
+
+  std::set<std::string> distinct;
+  for (size_t i = 0; i < made.size(); ++i) {
+    const std::string& id = made[i].key_id;
+    ASSERT_EQ(id.size(), kKeyIdChars);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+    if (i > 0) {
+      EXPECT_LT(made[i - 1].key_id, id) << "ids must strictly increase, at " << i;
+    }
+    distinct.insert(id);
+  }
+  EXPECT_EQ(distinct.size(), made.size());
+  const int64_t t0 = 1'764'000'000'123;
+  EXPECT_EQ(made[0].key_id.substr(0, 12), prefix(t0));
+  EXPECT_EQ(made[299].key_id.substr(0, 12), prefix(t0));  // the increments stay in the random part
+  EXPECT_EQ(made[300].key_id.substr(0, 12), prefix(t0 + 5));
+  EXPECT_EQ(made[301].key_id.substr(0, 12), prefix(t0 + 5));  // not behind the last id
+  // In one millisecond an id is a fresh random one when that sorts after the
+  // previous id, else the previous one plus a random 1..2^32: never plus 1 each time.
+  std::set<uint64_t> steps;
+  for (size_t i = 1; i < 300; ++i) {
+    const uint64_t lo_prev = std::stoull(made[i - 1].key_id.substr(20), nullptr, 16);
+    const uint64_t lo = std::stoull(made[i].key_id.substr(20), nullptr, 16);
+    const uint64_t step = (lo - lo_prev) & ((uint64_t{1} << 48) - 1);
+    EXPECT_GE(step, 1u);
+    steps.insert(step);
+  }
+  EXPECT_GT(steps.size(), 250u);
+
+  // They work as key ids everywhere: another vault unwraps them, seals and opens.
+  for (size_t i : {size_t{0}, size_t{150}, size_t{301}}) {
+    ASSERT_TRUE(other->LoadStudyKey(made[i]).ok()) << i;
+    auto box = v.SealField(made[i].key_id, "t", "value");
+    ASSERT_TRUE(box.ok());
+    EXPECT_EQ(other->OpenField(made[i].key_id, "t", *box).value(), "value");
+  }
 }
 
 TEST_F(KeyVaultTest, UnknownKekIsNotFound) {
