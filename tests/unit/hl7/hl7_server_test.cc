@@ -63,19 +63,25 @@ class Hl7ServerTest : public ::testing::Test {
     provider_ = std::move(p).value();
     ASSERT_TRUE(runner_.Start().ok());
   }
-  void StartServer() {
-    auto s = Hl7Server::Create(cfg_, provider_.get(), runner_, handler_);
+  // REQUIRES: `handler` outlives the server (StopServer, or TearDown).
+  void StartServer(MessageHandler* handler = nullptr) {
+    auto s =
+        Hl7Server::Create(cfg_, provider_.get(), runner_, handler != nullptr ? *handler : handler_);
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     server_ = std::move(s).value();
     ASSERT_TRUE(server_->Start().ok());
     ASSERT_NE(server_->tls_port(), 0);
     ASSERT_NE(server_->plain_port(), 0);
   }
-  void TearDown() override {
+  void StopServer() {
     if (server_) {
       server_->StopAccepting();
       server_->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+      server_.reset();
     }
+  }
+  void TearDown() override {
+    StopServer();
     runner_.Stop();
   }
   const ListenerStatus& Listener(const std::string& name) {
@@ -213,13 +219,11 @@ std::string HalfCloseAndReadAll(boost::asio::ip::tcp::socket& s) {
 
 TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder) {
   DeferredHandler deferred;
-  auto srv = Hl7Server::Create(cfg_, provider_.get(), runner_, deferred);
-  ASSERT_TRUE(srv.ok());
-  ASSERT_TRUE((*srv)->Start().ok());
+  StartServer(&deferred);
   namespace asio = boost::asio;
   asio::io_context io;
   asio::ip::tcp::socket s(io);
-  SendBurst(s, (*srv)->plain_port(), "Q", 5);
+  SendBurst(s, server_->plain_port(), "Q", 5);
   // All five are with the handler at once (none has been answered yet).
   ASSERT_TRUE(deferred.WaitFor(5));
   // Completed last to first, with an error in the middle: nothing may go out
@@ -236,19 +240,16 @@ TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder)
   const std::string got = HalfCloseAndReadAll(s);  // the ACKs still come
   EXPECT_EQ(AckCodes(got), (std::vector<std::string>{"AA|Q0", "AA|Q1", "AE|Q2", "AA|Q3", "AA|Q4"}));
   EXPECT_EQ(deferred.held(), 5u);
-  (*srv)->StopAccepting();
-  (*srv)->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  StopServer();  // before `deferred` goes
 }
 
 TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
   DeferredHandler deferred;
-  auto srv = Hl7Server::Create(cfg_, provider_.get(), runner_, deferred);
-  ASSERT_TRUE(srv.ok());
-  ASSERT_TRUE((*srv)->Start().ok());
+  StartServer(&deferred);
   namespace asio = boost::asio;
   asio::io_context io;
   asio::ip::tcp::socket s(io);
-  SendBurst(s, (*srv)->plain_port(), "B", 40);
+  SendBurst(s, server_->plain_port(), "B", 40);
   ASSERT_TRUE(deferred.WaitFor(16));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   EXPECT_EQ(deferred.held(), 16u);  // the rest waits in the socket / framer
@@ -261,8 +262,7 @@ TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
   auto codes = AckCodes(got);
   ASSERT_EQ(codes.size(), 40u);
   for (int i = 0; i < 40; ++i) EXPECT_EQ(codes[i], "AA|B" + std::to_string(i));
-  (*srv)->StopAccepting();
-  (*srv)->Drain(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+  StopServer();  // before `deferred` goes
 }
 
 TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {
