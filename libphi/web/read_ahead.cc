@@ -33,39 +33,6 @@ class Pipe {
   Pipe(const Pipe&) = delete;
   Pipe& operator=(const Pipe&) = delete;
 
-  Result<size_t> Pull(std::span<char> out) {
-    size_t w = 0;
-    while (w < out.size()) {
-      if (cur_off_ < cur_.len) {
-        size_t n = std::min(out.size() - w, cur_.len - cur_off_);
-        std::memcpy(out.data() + w, cur_.data.data() + cur_off_, n);
-        cur_off_ += n;
-        w += n;
-        continue;
-      }
-      if (done_) break;
-      std::unique_lock l(mu_);
-      if (!cur_.data.empty()) {
-        free_.push_back(std::move(cur_.data));
-        cur_ = Buf{};
-        cv_.notify_all();
-      }
-      cur_off_ = 0;
-      // Hand out what we have rather than wait when the span is partly full.
-      if (w > 0 && ready_.empty()) break;
-      cv_.wait(l, [&] { return !ready_.empty() || finished_; });
-      if (!ready_.empty()) {
-        cur_ = std::move(ready_.front());
-        ready_.pop_front();
-        cv_.notify_all();
-        continue;
-      }
-      done_ = true;
-      if (!status_.ok()) return status_;
-    }
-    return w;
-  }
-
   // The next filled buffer itself; the previous one goes back to the producer.
   Result<std::span<const char>> Next() {
     std::unique_lock l(mu_);
@@ -131,18 +98,12 @@ class Pipe {
   bool stop_ = false;                    // guarded by mu_
   bool finished_ = false;                // guarded by mu_
   Status status_ = Status::Ok();         // guarded by mu_
-  Buf cur_;                              // consumer only
-  size_t cur_off_ = 0;                   // consumer only
+  Buf cur_;                              // consumer only: the buffer lent out
   bool done_ = false;                    // consumer only
   std::thread thread_;
 };
 
 }  // namespace
-
-BodySource ReadAhead(BodySource inner, size_t chunk_bytes, size_t depth) {
-  auto pipe = std::make_shared<Pipe>(std::move(inner), chunk_bytes, depth < 1 ? 1 : depth);
-  return [pipe](std::span<char> out) { return pipe->Pull(out); };
-}
 
 ChunkSource ReadAheadChunks(BodySource inner, size_t chunk_bytes, size_t depth) {
   auto pipe = std::make_shared<Pipe>(std::move(inner), chunk_bytes, depth < 1 ? 1 : depth);
