@@ -217,52 +217,57 @@ std::string HalfCloseAndReadAll(boost::asio::ip::tcp::socket& s) {
   return got;
 }
 
-TEST_F(Hl7ServerTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder) {
-  DeferredHandler deferred;
-  StartServer(&deferred);
-  namespace asio = boost::asio;
-  asio::io_context io;
-  asio::ip::tcp::socket s(io);
-  SendBurst(s, server_->plain_port(), "Q", 5);
+// A server whose handler holds every message until the test completes it,
+// and one plain connection to it.
+class Hl7ServerDeferredTest : public Hl7ServerTest {
+ protected:
+  void SetUp() override {
+    Hl7ServerTest::SetUp();
+    StartServer(&deferred_);  // the base TearDown stops it before deferred_ goes
+  }
+  // Sends messages <prefix>0..<prefix>n-1 on sock_ without reading.
+  void Burst(const std::string& prefix, int n) {
+    SendBurst(sock_, server_->plain_port(), prefix, n);
+  }
+  DeferredHandler deferred_;
+  boost::asio::io_context io_;
+  boost::asio::ip::tcp::socket sock_{io_};
+};
+
+TEST_F(Hl7ServerDeferredTest, ReadsAheadAndAcksInArrivalOrderWhateverTheCompletionOrder) {
+  Burst("Q", 5);
   // All five are with the handler at once (none has been answered yet).
-  ASSERT_TRUE(deferred.WaitFor(5));
+  ASSERT_TRUE(deferred_.WaitFor(5));
   // Completed last to first, with an error in the middle: nothing may go out
   // before Q0's ACK, and then everything in arrival order.
-  for (int i = 4; i >= 1; --i) deferred.Complete(i, i == 2 ? "AE" : "AA");
+  for (int i = 4; i >= 1; --i) deferred_.Complete(i, i == 2 ? "AE" : "AA");
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  s.non_blocking(true);
+  sock_.non_blocking(true);
   char probe[64];
   boost::system::error_code ec;
-  EXPECT_EQ(s.read_some(asio::buffer(probe), ec), 0u);
-  EXPECT_EQ(ec, asio::error::would_block) << "an ACK overtook Q0's";
-  s.non_blocking(false);
-  deferred.Complete(0);
-  const std::string got = HalfCloseAndReadAll(s);  // the ACKs still come
+  EXPECT_EQ(sock_.read_some(boost::asio::buffer(probe), ec), 0u);
+  EXPECT_EQ(ec, boost::asio::error::would_block) << "an ACK overtook Q0's";
+  sock_.non_blocking(false);
+  deferred_.Complete(0);
+  const std::string got = HalfCloseAndReadAll(sock_);  // the ACKs still come
   EXPECT_EQ(AckCodes(got), (std::vector<std::string>{"AA|Q0", "AA|Q1", "AE|Q2", "AA|Q3", "AA|Q4"}));
-  EXPECT_EQ(deferred.held(), 5u);
-  StopServer();  // before `deferred` goes
+  EXPECT_EQ(deferred_.held(), 5u);
 }
 
-TEST_F(Hl7ServerTest, InFlightMessagesPerConnectionAreBounded) {
-  DeferredHandler deferred;
-  StartServer(&deferred);
-  namespace asio = boost::asio;
-  asio::io_context io;
-  asio::ip::tcp::socket s(io);
-  SendBurst(s, server_->plain_port(), "B", 40);
-  ASSERT_TRUE(deferred.WaitFor(16));
+TEST_F(Hl7ServerDeferredTest, InFlightMessagesPerConnectionAreBounded) {
+  Burst("B", 40);
+  ASSERT_TRUE(deferred_.WaitFor(16));
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  EXPECT_EQ(deferred.held(), 16u);  // the rest waits in the socket / framer
-  for (int i = 0; i < 16; ++i) deferred.Complete(i);
-  ASSERT_TRUE(deferred.WaitFor(32));  // room again: the next 16 are handed over
-  for (int i = 16; i < 32; ++i) deferred.Complete(i);
-  ASSERT_TRUE(deferred.WaitFor(40));
-  for (int i = 32; i < 40; ++i) deferred.Complete(i);
-  const std::string got = HalfCloseAndReadAll(s);
+  EXPECT_EQ(deferred_.held(), 16u);  // the rest waits in the socket / framer
+  for (int i = 0; i < 16; ++i) deferred_.Complete(i);
+  ASSERT_TRUE(deferred_.WaitFor(32));  // room again: the next 16 are handed over
+  for (int i = 16; i < 32; ++i) deferred_.Complete(i);
+  ASSERT_TRUE(deferred_.WaitFor(40));
+  for (int i = 32; i < 40; ++i) deferred_.Complete(i);
+  const std::string got = HalfCloseAndReadAll(sock_);
   auto codes = AckCodes(got);
   ASSERT_EQ(codes.size(), 40u);
   for (int i = 0; i < 40; ++i) EXPECT_EQ(codes[i], "AA|B" + std::to_string(i));
-  StopServer();  // before `deferred` goes
 }
 
 TEST_F(Hl7ServerTest, TlsClientWithCertificateGetsAcks) {
