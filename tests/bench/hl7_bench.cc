@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -55,6 +56,12 @@ using namespace phi;
 double FramesPerMsg(const index::CatalogStats& b, const index::CatalogStats& a) {
   return double(a.wal_frames - b.wal_frames) /
          double(std::max<uint64_t>(1, a.transactions - b.transactions));
+}
+
+// Messages (transactions) per commit between two catalog snapshots.
+double MsgsPerCommit(const index::CatalogStats& b, const index::CatalogStats& a) {
+  return double(a.transactions - b.transactions) /
+         double(std::max<uint64_t>(1, a.commits - b.commits));
 }
 
 // The protocol ceiling: ACK without storing.
@@ -147,31 +154,39 @@ struct RunResult {
   uint64_t not_aa = 0;
 };
 
-// Closed loop: `window` messages in flight per connection (1 = send the next
-// message when the ACK of the previous one is in, what most RIS do; more =
-// a streaming sender, answered in order by the server's read-ahead).
-RunResult Throughput(uint16_t port, SSL_CTX* ctx, int conns, double seconds, int window = 1) {
+// Runs body(c, stop, done, bad) on `conns` threads for `seconds`, then sets
+// `stop` and joins them; the rate is `done` over the elapsed time.
+RunResult ClosedLoop(
+    int conns, double seconds,
+    const std::function<void(int c, const std::atomic<bool>& stop, std::atomic<uint64_t>& done,
+                             std::atomic<uint64_t>& bad)>& body) {
   std::atomic<uint64_t> done{0}, bad{0};
   std::atomic<bool> stop{false};
   std::vector<std::thread> ts;
   auto t0 = Clock::now();
-  for (int c = 0; c < conns; ++c) {
-    ts.emplace_back([&, c] {
-      Conn k(port, ctx);
-      uint64_t sent = 0;
-      for (; sent < static_cast<uint64_t>(window); ++sent) k.Send(Adt(c, sent));
-      for (uint64_t acked = 0; acked < sent; ++acked) {
-        if (k.Receive() != "AA") ++bad;
-        ++done;
-        if (!stop.load(std::memory_order_relaxed)) k.Send(Adt(c, sent++));
-      }
-    });
-  }
+  for (int c = 0; c < conns; ++c) ts.emplace_back([&, c] { body(c, stop, done, bad); });
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop = true;
   for (auto& t : ts) t.join();
   double el = std::chrono::duration<double>(Clock::now() - t0).count();
   return {done / el, 0, 0, bad.load()};
+}
+
+// Closed loop: `window` messages in flight per connection (1 = send the next
+// message when the ACK of the previous one is in, what most RIS do; more =
+// a streaming sender, answered in order by the server's read-ahead).
+RunResult Throughput(uint16_t port, SSL_CTX* ctx, int conns, double seconds, int window = 1) {
+  return ClosedLoop(conns, seconds,
+                    [&](int c, const std::atomic<bool>& stop, auto& done, auto& bad) {
+                      Conn k(port, ctx);
+                      uint64_t sent = 0;
+                      for (; sent < static_cast<uint64_t>(window); ++sent) k.Send(Adt(c, sent));
+                      for (uint64_t acked = 0; acked < sent; ++acked) {
+                        if (k.Receive() != "AA") ++bad;
+                        ++done;
+                        if (!stop.load(std::memory_order_relaxed)) k.Send(Adt(c, sent++));
+                      }
+                    });
 }
 
 RunResult Latency(uint16_t port, SSL_CTX* ctx, int conns, double seconds, double rate) {
@@ -211,27 +226,17 @@ RunResult Latency(uint16_t port, SSL_CTX* ctx, int conns, double seconds, double
 // The storage ceiling: Handle() called directly from `conns` threads, no
 // network, each thread waiting for its ACK before the next message.
 RunResult Direct(hl7::MessageHandler& h, int conns, double seconds) {
-  std::atomic<uint64_t> done{0}, bad{0};
-  std::atomic<bool> stop{false};
-  std::vector<std::thread> ts;
-  auto t0 = Clock::now();
-  for (int c = 0; c < conns; ++c) {
-    ts.emplace_back([&, c] {
-      hl7::ConnectionInfo info;
-      info.id = 1000 + c;
-      info.peer_address = "127.0.0.1";
-      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
-        std::string ack = h.Handle(Adt(c + 100, i), info);
-        if (ack.find("MSA|AA|") == std::string::npos) ++bad;
-        ++done;
-      }
-    });
-  }
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  stop = true;
-  for (auto& t : ts) t.join();
-  double el = std::chrono::duration<double>(Clock::now() - t0).count();
-  return {done / el, 0, 0, bad.load()};
+  return ClosedLoop(conns, seconds,
+                    [&](int c, const std::atomic<bool>& stop, auto& done, auto& bad) {
+                      hl7::ConnectionInfo info;
+                      info.id = 1000 + c;
+                      info.peer_address = "127.0.0.1";
+                      for (uint64_t i = 0; !stop.load(std::memory_order_relaxed); ++i) {
+                        std::string ack = h.Handle(Adt(c + 100, i), info);
+                        if (ack.find("MSA|AA|") == std::string::npos) ++bad;
+                        ++done;
+                      }
+                    });
 }
 
 }  // namespace
@@ -291,9 +296,7 @@ int main(int argc, char** argv) {
     auto after = (*stack)->catalog().stats();
     std::printf("direct %-5d %-8s %12.0f %10s %12s %12s %8lu %9.1f %10.2f\n", n, "durable",
                 d.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(d.not_aa),
-                double(after.transactions - before.transactions) /
-                    double(std::max<uint64_t>(1, after.commits - before.commits)),
-                FramesPerMsg(before, after));
+                MsgsPerCommit(before, after), FramesPerMsg(before, after));
   }
   if (only.rfind("stream:", 0) == 0) {
     int n = std::atoi(only.c_str() + 7);
@@ -302,9 +305,7 @@ int main(int argc, char** argv) {
     auto a = (*stack)->catalog().stats();
     std::printf("plain  %dx16 %-8s %12.0f %10s %12s %12s %8lu %9.1f %10.2f\n", n, "durable",
                 wd.msgs_per_s, "-", "-", "-", static_cast<unsigned long>(wd.not_aa),
-                double(a.transactions - b.transactions) /
-                    double(std::max<uint64_t>(1, a.commits - b.commits)),
-                FramesPerMsg(b, a));
+                MsgsPerCommit(b, a), FramesPerMsg(b, a));
   }
   for (bool use_tls : {false, true}) {
     for (int conns : {1, 8, 32}) {
@@ -320,8 +321,7 @@ int main(int argc, char** argv) {
       auto before = (*stack)->catalog().stats();
       RunResult td = Throughput(pd, c, conns, secs);
       auto after = (*stack)->catalog().stats();
-      const double per_commit = double(after.transactions - before.transactions) /
-                                double(std::max<uint64_t>(1, after.commits - before.commits));
+      const double per_commit = MsgsPerCommit(before, after);
       RunResult ld = Latency(pd, c, conns, secs, 1000);
       const char* x = use_tls ? "tls" : "plain";
       std::printf("%-6s %-5d %-8s %12.0f %10s %12.2f %12.2f %8lu\n", x, conns, "echo",
@@ -341,10 +341,7 @@ int main(int argc, char** argv) {
                     "1.00", "-", "-", static_cast<unsigned long>(we.not_aa));
         std::printf("%-6s %-5s %-8s %12.0f %10.2f %12s %12s %8lu %9.1f %10.2f\n", x, "8x16",
                     "durable", wd.msgs_per_s, wd.msgs_per_s / we.msgs_per_s, "-", "-",
-                    static_cast<unsigned long>(wd.not_aa),
-                    double(a.transactions - b.transactions) /
-                        double(std::max<uint64_t>(1, a.commits - b.commits)),
-                    FramesPerMsg(b, a));
+                    static_cast<unsigned long>(wd.not_aa), MsgsPerCommit(b, a), FramesPerMsg(b, a));
       }
       std::fflush(stdout);
     }
