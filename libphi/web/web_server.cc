@@ -5,12 +5,14 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
+#include <cstdio>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <thread>
 
 #include "libphi/tls/drain.h"
+#include "libphi/tls/record_batch.h"
 #include "libphi/tls/tcp_listener.h"
 #include "libphi/util/log.h"
 #include "libphi/web/url.h"
@@ -334,6 +336,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
     http::async_write_header(stream_, *sr_,
                              [self = shared_from_this()](beast::error_code ec, size_t) {
                                if (ec) return self->EndStream(false);
+                               Status a = self->batch_.Attach(self->stream_.native_handle());
+                               if (!a.ok()) {
+                                 PHI_LOG(kWarning, "https stream aborted",
+                                         {{"conn", self->id_}, {"error", log::Safe(a.ToString())}});
+                                 return self->EndStream(false);
+                               }
                                self->NextChunk();
                              });
   }
@@ -362,24 +370,35 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       return EndStream(false);  // the status line is sent: the only signal left is the abort
     }
     const size_t n = data.size();
+    if (server_->metrics && n > 0) server_->metrics->AddStreamedBytes(n);
+    // The chunk (size line, data, CRLF; or the last chunk) as TLS records in
+    // memory, then one socket write for all of them.
+    char size_line[24];
+    const int sn = std::snprintf(size_line, sizeof size_line, "%zx\r\n", n);
+    Status w = n == 0 ? batch_.Write(std::string_view("0\r\n\r\n"))
+                      : batch_.Write(std::span<const char>(size_line, static_cast<size_t>(sn)));
+    if (w.ok() && n > 0) w = batch_.Write(data);
+    if (w.ok() && n > 0) w = batch_.Write(std::string_view("\r\n"));
+    if (!w.ok()) {
+      PHI_LOG(kWarning, "https stream aborted",
+              {{"conn", id_}, {"error", log::Safe(w.ToString())}});
+      return EndStream(false);
+    }
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(server_->cfg.body_timeout_seconds));
-    if (n == 0) {
-      asio::async_write(
-          stream_, http::make_chunk_last(),
-          [self = shared_from_this()](beast::error_code ec, size_t) { self->EndStream(!ec); });
-      return;
-    }
-    if (server_->metrics) server_->metrics->AddStreamedBytes(n);
-    // `data` stays valid until the next pull, which only this completion makes.
-    asio::async_write(stream_, http::make_chunk(asio::buffer(data.data(), n)),
-                      [self = shared_from_this()](beast::error_code ec, size_t) {
+    // `data` is encrypted already; the next pull may reuse its buffer.
+    asio::async_write(beast::get_lowest_layer(stream_),
+                      asio::buffer(batch_.bytes().data(), batch_.bytes().size()),
+                      [self = shared_from_this(), last = n == 0](beast::error_code ec, size_t) {
+                        self->batch_.Clear();
                         if (ec) return self->EndStream(false);
+                        if (last) return self->EndStream(true);
                         self->NextChunk();
                       });
   }
 
   void EndStream(bool ok) {
+    batch_.Detach();
     source_ = nullptr;  // releases readers and keys held by the source
     chunks_ = nullptr;
     sr_.reset();
@@ -404,6 +423,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   std::shared_ptr<WebServer::Impl> server_;
   tls::SslContextPtr ctx_;
   beast::ssl_stream<beast::tcp_stream> stream_;
+  tls::RecordBatch batch_;  // attached while a streamed body is written; destroyed before stream_
   const uint64_t id_;
   const bool over_limit_;
   std::string peer_;
