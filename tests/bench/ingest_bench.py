@@ -8,6 +8,9 @@
 Every server gets a fresh storage directory per run (phigated keeps the first
 copy of a duplicate, so re-sending into the same store would measure nothing).
 storescu always runs with TCP_NODELAY=1. Prints images/s and MB/s, a/b and a/c.
+--rounds N repeats every run N times, round-robin over the targets, and reports
+medians with their range; the ratios are medians of ratios taken within a round
+(one run sends 400 CT images in 1-3 s, and this VM's noise is +-30-50%).
 Not a ctest test; run by hand via tests/bench/ingest.sh.
 """
 import argparse
@@ -17,6 +20,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -218,6 +222,9 @@ def main():
     ap.add_argument("--transports", default="plain,tls")
     ap.add_argument("--subsets", default="ct,mr,mf")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat every run this many times, round-robin over the targets, "
+                         "and report medians (ratios: median of the per-round ratios)")
     a = ap.parse_args()
 
     stamp = os.path.join(a.corpus, ".done-%d-%d-%d-%d" % (a.ct, a.mr, a.mf, a.mf_mb))
@@ -238,52 +245,66 @@ def main():
     servers = {"phigated": pg, "storescp": StoreScp(work, pg.pki),
                "orthanc": Orthanc(work, pg.pki, False),
                "orthanc-nodelay": Orthanc(work, pg.pki, True)}
-    results = {}
+    results = {}  # (name, transport, n) -> [seconds per round]
+    configs = [(t, int(n)) for t in a.transports.split(",") for n in a.assoc.split(",")]
     try:
-        for name in a.targets.split(","):
-            srv = servers[name]
-            for transport in a.transports.split(","):
-                for n in [int(x) for x in a.assoc.split(",")]:
+        for rnd in range(a.rounds):
+            for name in a.targets.split(","):
+                srv = servers[name]
+                for transport, n in configs:
                     srv.start(transport == "tls")
                     logdir = tempfile.mkdtemp(prefix="%s-%s-%d." % (name, transport, n), dir=work)
                     try:
                         dt = send(files, srv.port, srv.aec, transport == "tls", pg.pki, n, logdir)
                     finally:
                         srv.stop()
-                    results[(name, transport, n)] = dt
-                    print("%-16s %-5s %d assoc: %7.2f s  %7.1f images/s  %7.1f MB/s" %
-                          (name, transport, n, dt, len(files) / dt, total / 1e6 / dt), flush=True)
+                    results.setdefault((name, transport, n), []).append(dt)
+                    print("%s%-16s %-5s %d assoc: %7.2f s  %7.1f images/s  %7.1f MB/s" %
+                          ("round %d: " % (rnd + 1) if a.rounds > 1 else "", name, transport, n,
+                           dt, len(files) / dt, total / 1e6 / dt), flush=True)
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print("kept", work)
 
-    def rate(k):
-        return len(files) / results[k] if k in results else None
+    def rates(k):
+        return [len(files) / dt for dt in results.get(k, [])]
+
+    def paired(k1, k2):
+        # Ratios of runs made in the same round (close in time: the noise is shared).
+        return [x / y for x, y in zip(rates(k1), rates(k2))]
+
+    def fmt(values, spec):
+        if len(values) == 1:
+            return spec % values[0]
+        return (spec + " (%s)") % (statistics.median(values),
+                                   "-".join(spec.strip() % v for v in (min(values), max(values))))
 
     print()
-    print("%-16s %-5s %5s %10s %8s" % ("server", "tls", "assoc", "images/s", "MB/s"))
-    for (name, transport, n), dt in results.items():
-        print("%-16s %-5s %5d %10.1f %8.1f" % (name, transport, n, len(files) / dt,
-                                               total / 1e6 / dt))
+    print("%-16s %-5s %5s %10s %8s%s" % ("server", "tls", "assoc", "images/s", "MB/s",
+                                         "  (median of %d rounds; min-max)" % a.rounds
+                                         if a.rounds > 1 else ""))
+    for (name, transport, n), dts in results.items():
+        r = rates((name, transport, n))
+        print("%-16s %-5s %5d %10s %8.1f" % (name, transport, n, fmt(r, "%.1f"),
+                                              statistics.median(r) * total / 1e6 / len(files)))
     print()
-    for transport in a.transports.split(","):
-        for n in [int(x) for x in a.assoc.split(",")]:
-            pa = rate(("phigated", transport, n))
-            if pa is None:
-                continue
-            parts = []
-            for other, label in (("storescp", "a/b"), ("orthanc", "a/c(shipped)"),
-                                 ("orthanc-nodelay", "a/c(nodelay)")):
-                r = rate((other, transport, n))
-                if r:
-                    parts.append("%s=%.2f" % (label, pa / r))
-            print("%-5s %d assoc: %s" % (transport, n, "  ".join(parts)))
+    for transport, n in configs:
+        if not results.get(("phigated", transport, n)):
+            continue
+        parts = []
+        for other, label in (("storescp", "a/b"), ("orthanc", "a/c(shipped)"),
+                             ("orthanc-nodelay", "a/c(nodelay)")):
+            r = paired(("phigated", transport, n), (other, transport, n))
+            if r:
+                parts.append("%s=%s" % (label, fmt(r, "%.2f")))
+        print("%-5s %d assoc: %s" % (transport, n, "  ".join(parts)))
     for n in [int(x) for x in a.assoc.split(",")]:
-        p, t = rate(("phigated", "plain", n)), rate(("phigated", "tls", n))
-        if p and t:
-            print("phigated TLS slowdown vs plain, %d assoc: %.1f%%" % (n, 100 * (1 - t / p)))
+        r = paired(("phigated", "tls", n), ("phigated", "plain", n))
+        if r:
+            print("phigated TLS slowdown vs plain, %d assoc: %s%%" %
+                  (n, fmt([100 * (1 - x) for x in r], "%.1f")))
 
 
 if __name__ == "__main__":
