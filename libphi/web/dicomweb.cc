@@ -950,6 +950,9 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       (void)Audit(ctx, "retrieve", {study->row.study_pk}, "error:not_acceptable");
       return Response::Problem(406, "Not Acceptable");
     }
+    if (ctx.params.count("instance") != 0 && insts->size() == 1) {
+      return RetrieveInstance(ctx, *study, insts->front());
+    }
     if (Status a = Audit(ctx, "retrieve", {study->row.study_pk}, "ok",
                          "instances=" + std::to_string(insts->size()));
         !a.ok()) {
@@ -964,10 +967,123 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     Response r;
     r.status = 200;
     r.content_type = "multipart/related; type=\"application/dicom\"; boundary=" + st->boundary;
+    // Study and series bodies are streamed with a fresh boundary and no length;
+    // a single instance (RetrieveInstance) can be fetched in byte ranges.
+    r.headers.emplace_back("accept-ranges", "none");
     // Decrypting runs a chunk ahead on its own thread while this connection's
     // io thread encrypts and sends (bounded: see read_ahead.h).
     // Its buffers go to the connection as they are (ReadAheadChunks: no copy).
     r.chunks = ReadAheadChunks([st](std::span<char> buf) { return st->Pull(buf); });
+    return r;
+  }
+
+  // ---- WADO: one instance (a length, an ETag, byte ranges)
+
+  // The one-part multipart/related representation of an instance. Its
+  // boundary and ETag come from a keyed digest of what is sent (the stored
+  // object's id, or the rewritten bytes), so the same request gives the same
+  // bytes and a client can resume it (Range, If-Range). The boundary cannot
+  // occur in the object: nobody can compute it without the vault's index key.
+  struct InstanceBody {
+    std::string head, tail;
+    std::optional<services::OpenedInstance> raw;
+    std::string rewritten;  // clinician: PHI, wiped with the body
+    ~InstanceBody() { Wipe(rewritten); }
+    uint64_t body_size() const {
+      return raw ? raw->reader->plaintext_size() : uint64_t{rewritten.size()};
+    }
+    uint64_t size() const { return head.size() + body_size() + tail.size(); }
+    // Fills `buf` from byte `pos` of the representation (short at its end).
+    Result<size_t> Read(uint64_t pos, std::span<char> buf) {
+      size_t w = 0;
+      auto copy = [&](std::string_view from, uint64_t at) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size() - w, from.size() - at));
+        std::memcpy(buf.data() + w, from.data() + at, n);
+        w += n;
+      };
+      while (w < buf.size()) {
+        uint64_t p = pos + w;
+        if (p < head.size()) {
+          copy(head, p);
+          continue;
+        }
+        p -= head.size();
+        const uint64_t body = body_size();
+        if (p < body) {
+          if (!raw) {
+            copy(rewritten, p);
+            continue;
+          }
+          const size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size() - w, body - p));
+          PHI_ASSIGN_OR_RETURN(size_t n,
+                               raw->reader->Read(p, std::as_writable_bytes(buf.subspan(w, want))));
+          if (n == 0) return Status::Corruption("object shorter than its size");
+          w += n;
+          continue;
+        }
+        p -= body;
+        if (p >= tail.size()) break;
+        copy(tail, p);
+      }
+      return w;
+    }
+  };
+
+  Response RetrieveInstance(const RequestContext& ctx, const services::StudyMatch& study,
+                            const services::InstanceMatch& inst) {
+    auto prepared = Prepare(Share(ctx), study, inst, nullptr);
+    if (!prepared.ok()) return Fail(ctx, "retrieve", prepared.status());
+    auto body = std::make_shared<InstanceBody>();
+    crypto::Digest d;
+    if (prepared->raw) {
+      d = deps.vault.IndexToken("phigate-wado-instance-raw-v1", inst.row.object_id);
+      body->raw = std::move(prepared->raw);
+    } else {
+      body->rewritten = std::move(prepared->rewritten);
+      d = deps.vault.IndexToken("phigate-wado-instance-rewritten-v1", body->rewritten);
+    }
+    const std::string hex = crypto::ToHex(d);
+    const std::string etag = "\"" + hex.substr(0, 32) + "\"";
+    const std::string boundary = "phigate-" + hex.substr(32, 32);
+    body->head = "--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n";
+    body->tail = "\r\n--" + boundary + "--\r\n";
+    const uint64_t size = body->size();
+
+    // If-Range with another validator: the client's copy is stale, send it all.
+    std::optional<std::string_view> range = ctx.Header("range");
+    if (auto if_range = ctx.Header("if-range"); if_range && *if_range != etag) range.reset();
+    const ByteRangeDecision rd = DecideByteRange(range, size);
+    if (rd.kind == ByteRangeDecision::Kind::kUnsatisfiable) {
+      (void)Audit(ctx, "retrieve", {study.row.study_pk}, "error:range_not_satisfiable");
+      Response p = Response::Problem(416, "Range Not Satisfiable");
+      p.headers.emplace_back("content-range", "bytes */" + std::to_string(size));
+      return p;
+    }
+    const bool partial = rd.kind == ByteRangeDecision::Kind::kPartial;
+    const uint64_t first = partial ? rd.first : 0;
+    const uint64_t end = partial ? rd.last + 1 : size;
+    if (Status a = Audit(ctx, "retrieve", {study.row.study_pk}, "ok",
+                         partial ? "instances=1 range" : "instances=1");
+        !a.ok()) {
+      return StatusResponse(a);
+    }
+    Response r;
+    r.status = partial ? 206 : 200;
+    r.content_type = "multipart/related; type=\"application/dicom\"; boundary=" + boundary;
+    r.headers.emplace_back("etag", etag);
+    r.headers.emplace_back("accept-ranges", "bytes");
+    if (partial) {
+      r.headers.emplace_back("content-range", "bytes " + std::to_string(first) + "-" +
+                                                  std::to_string(end - 1) + "/" +
+                                                  std::to_string(size));
+    }
+    r.content_length = end - first;
+    r.chunks = ReadAheadChunks([body, pos = first, end](std::span<char> buf) mutable {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), end - pos));
+      Result<size_t> got = n == 0 ? Result<size_t>(size_t{0}) : body->Read(pos, buf.first(n));
+      if (got.ok()) pos += *got;
+      return got;
+    });
     return r;
   }
 

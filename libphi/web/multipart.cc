@@ -202,4 +202,51 @@ std::string MakeBoundary(uint64_t seed) {
   return buf;
 }
 
+namespace {
+// Decimal digits only, at most 18 of them (no overflow); nullopt otherwise.
+std::optional<uint64_t> RangeNumber(std::string_view s) {
+  if (s.empty() || s.size() > 18) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  return v;
+}
+}  // namespace
+
+ByteRangeDecision DecideByteRange(std::optional<std::string_view> field, uint64_t size) {
+  using Kind = ByteRangeDecision::Kind;
+  ByteRangeDecision whole;
+  if (!field) return whole;
+  std::string_view f = Trim(*field);
+  constexpr std::string_view kUnit = "bytes=";
+  if (f.size() < kUnit.size()) return whole;
+  for (size_t i = 0; i < kUnit.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(f[i])) != kUnit[i]) return whole;
+  }
+  f.remove_prefix(kUnit.size());
+  const size_t dash = f.find('-');
+  if (dash == std::string_view::npos || f.find(',') != std::string_view::npos) return whole;
+  const std::string_view a = f.substr(0, dash), b = f.substr(dash + 1);
+  ByteRangeDecision d;
+  if (a.empty()) {  // suffix: the last n bytes
+    std::optional<uint64_t> n = RangeNumber(b);
+    if (!n) return whole;
+    if (*n == 0 || size == 0) return {Kind::kUnsatisfiable, 0, 0};
+    d.first = *n >= size ? 0 : size - *n;
+    d.last = size - 1;
+  } else {
+    std::optional<uint64_t> first = RangeNumber(a);
+    if (!first) return whole;
+    std::optional<uint64_t> last = b.empty() ? std::optional<uint64_t>(UINT64_MAX) : RangeNumber(b);
+    if (!last || *last < *first) return whole;
+    if (*first >= size) return {Kind::kUnsatisfiable, 0, 0};
+    d.first = *first;
+    d.last = std::min(*last, size - 1);
+  }
+  d.kind = Kind::kPartial;
+  return d;
+}
+
 }  // namespace phi::web

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -46,5 +48,18 @@ Result<std::vector<Part>> ParseMultipart(std::string_view body, std::string_view
 // A fresh boundary for responses (fixed prefix + counter-free random-looking
 // text from `seed`); never occurs in DICOM data by construction of the caller.
 std::string MakeBoundary(uint64_t seed);
+
+// A Range request field (RFC 9110 14.2) for a representation of `size` bytes.
+// Only one byte range is honoured: a missing field, another unit, a
+// malformed spec or several ranges give kWhole (a server may ignore Range
+// and send everything). kUnsatisfiable: the range starts at or past the end
+// (416). A suffix "-n" longer than the representation, or a last byte past
+// the end, is cut to the representation.
+struct ByteRangeDecision {
+  enum class Kind { kWhole, kPartial, kUnsatisfiable } kind = Kind::kWhole;
+  uint64_t first = 0;  // inclusive, for kPartial
+  uint64_t last = 0;   // inclusive, for kPartial
+};
+ByteRangeDecision DecideByteRange(std::optional<std::string_view> field, uint64_t size);
 
 }  // namespace phi::web

@@ -68,6 +68,10 @@ struct Response {
   BodySource stream;
   // Likewise, from the source's own buffers (no copy into the connection's).
   ChunkSource chunks;
+  // For a streamed body: its exact length, sent as Content-Length instead of
+  // chunked transfer encoding. A source that ends early or gives more aborts
+  // the connection (the client sees a short body, never a wrong one).
+  std::optional<uint64_t> content_length;
 
   static Response Json(int status, std::string body);
   // RFC 9457 problem details: {"type":"about:blank","title":...,"status":...}.

@@ -282,7 +282,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
     res_->set(http::field::strict_transport_security, "max-age=31536000");
     for (auto& [k, v] : r.headers) res_->set(k, v);
     res_->keep_alive(keep_alive);
-    if (streamed) {
+    if (streamed && r.content_length) {
+      res_->content_length(*r.content_length);
+    } else if (streamed) {
       res_->chunked(true);
     } else {
       res_->body() = std::move(r.body);
@@ -310,7 +312,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       server_->audit(e);
     }
     if (streamed) {
-      StartStream(std::move(r.stream), std::move(r.chunks), keep_alive);
+      StartStream(std::move(r.stream), std::move(r.chunks), r.content_length, keep_alive);
       return;
     }
     beast::get_lowest_layer(stream_).expires_after(
@@ -325,9 +327,12 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   // Streamed body: the header (chunked), then one chunk per source pull, then
   // the last chunk. One buffer of kStreamChunkBytes per session for a
   // BodySource; a ChunkSource lends its own.
-  void StartStream(BodySource source, ChunkSource chunks, bool keep_alive) {
+  void StartStream(BodySource source, ChunkSource chunks, std::optional<uint64_t> length,
+                   bool keep_alive) {
     source_ = std::move(source);
     chunks_ = std::move(chunks);
+    stream_length_ = length;
+    stream_sent_ = 0;
     stream_keep_alive_ = keep_alive;
     if (!chunks_) chunk_.resize(kStreamChunkBytes);
     sr_.emplace(*res_);
@@ -371,14 +376,28 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
     }
     const size_t n = data.size();
     if (server_->metrics && n > 0) server_->metrics->AddStreamedBytes(n);
-    // The chunk (size line, data, CRLF; or the last chunk) as TLS records in
-    // memory, then one socket write for all of them.
-    char size_line[24];
-    const int sn = std::snprintf(size_line, sizeof size_line, "%zx\r\n", n);
-    Status w = n == 0 ? batch_.Write(std::string_view("0\r\n\r\n"))
-                      : batch_.Write(std::span<const char>(size_line, static_cast<size_t>(sn)));
-    if (w.ok() && n > 0) w = batch_.Write(data);
-    if (w.ok() && n > 0) w = batch_.Write(std::string_view("\r\n"));
+    Status w = Status::Ok();
+    if (stream_length_) {
+      // Content-Length: the bytes as they are, exactly as many as announced.
+      const uint64_t left = *stream_length_ - stream_sent_;
+      if (n > left || (n == 0 && left > 0)) {
+        PHI_LOG(kWarning, "https stream aborted",
+                {{"conn", id_}, {"error", log::Safe("body length differs from content-length")}});
+        return EndStream(false);
+      }
+      if (n == 0) return EndStream(true);
+      stream_sent_ += n;
+      w = batch_.Write(data);
+    } else {
+      // The chunk (size line, data, CRLF; or the last chunk).
+      char size_line[24];
+      const int sn = std::snprintf(size_line, sizeof size_line, "%zx\r\n", n);
+      w = n == 0 ? batch_.Write(std::string_view("0\r\n\r\n"))
+                 : batch_.Write(std::span<const char>(size_line, static_cast<size_t>(sn)));
+      if (w.ok() && n > 0) w = batch_.Write(data);
+      if (w.ok() && n > 0) w = batch_.Write(std::string_view("\r\n"));
+    }
+    // As TLS records in memory, then one socket write for all of them.
     if (!w.ok()) {
       PHI_LOG(kWarning, "https stream aborted",
               {{"conn", id_}, {"error", log::Safe(w.ToString())}});
@@ -438,6 +457,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   ChunkSource chunks_;
   std::vector<char> chunk_;
   bool stream_keep_alive_ = false;
+  std::optional<uint64_t> stream_length_;  // Content-Length of the streamed body, if not chunked
+  uint64_t stream_sent_ = 0;
   std::optional<std::chrono::steady_clock::time_point> started_;
   bool first_ = true;
   bool idle_ = false;

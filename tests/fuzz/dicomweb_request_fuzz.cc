@@ -1,6 +1,6 @@
 // libFuzzer: the DICOMweb request parsing/routing path - request target
 // (ParseTarget), routing on the DICOMweb patterns, QIDO query parsing at each
-// level, Accept / Content-Type parsing and the STOW multipart splitter.
+// level, Accept / Content-Type / Range parsing and the STOW multipart splitter.
 // Input: <target line> '\n' <header value line> '\n' <multipart body>.
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +48,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
   }
   (void)phi::web::ParseAccept(header);
+  // A byte range, when granted, lies inside the representation.
+  for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{1000}, body.size()}) {
+    phi::web::ByteRangeDecision r = phi::web::DecideByteRange(header, n);
+    if (r.kind == phi::web::ByteRangeDecision::Kind::kPartial &&
+        (r.first > r.last || r.last >= n)) {
+      __builtin_trap();
+    }
+  }
   auto mt = phi::web::ParseMediaType(header);
   std::string boundary = mt.ok() ? mt->Param("boundary") : std::string(header.substr(0, 70));
   auto parts = phi::web::ParseMultipart(body, boundary, 64);

@@ -110,6 +110,13 @@ class DicomwebTest : public ServicesTest {
     int status = 0;
     std::string content_type, body;
     HeaderList headers;
+    std::optional<uint64_t> content_length;
+    std::string Header(std::string_view name) const {
+      for (auto& [k, v] : headers) {
+        if (k == name) return v;
+      }
+      return "";
+    }
   };
 
   // Rewrites the study's sealed PHI with a new PatientName, as an ADT
@@ -163,6 +170,7 @@ class DicomwebTest : public ServicesTest {
     out.status = r.status;
     out.content_type = r.content_type;
     out.headers = r.headers;
+    out.content_length = r.content_length;
     if (r.chunks) {
       for (;;) {
         auto c = r.chunks();
@@ -523,6 +531,107 @@ TEST_F(DicomwebTest, WadoStreamsByteIdenticalInstances) {
   EXPECT_EQ(r.status, 406);
   r = Call(Method::kGet, "/studies/1.2.3/series/4.5", kClin);
   EXPECT_EQ(r.status, 404);
+}
+
+TEST(ByteRangeTest, SingleRangesAreHonouredOthersIgnored) {
+  using K = ByteRangeDecision::Kind;
+  auto d = [](std::optional<std::string_view> f, uint64_t size) {
+    ByteRangeDecision r = DecideByteRange(f, size);
+    if (r.kind == K::kWhole) return std::string("whole");
+    if (r.kind == K::kUnsatisfiable) return std::string("416");
+    return std::to_string(r.first) + "-" + std::to_string(r.last);
+  };
+  EXPECT_EQ(d(std::nullopt, 100), "whole");
+  EXPECT_EQ(d("bytes=0-9", 100), "0-9");
+  EXPECT_EQ(d(" Bytes=10-10 ", 100), "10-10");
+  EXPECT_EQ(d("bytes=90-", 100), "90-99");
+  EXPECT_EQ(d("bytes=90-1000", 100), "90-99");  // cut to the end
+  EXPECT_EQ(d("bytes=-10", 100), "90-99");
+  EXPECT_EQ(d("bytes=-1000", 100), "0-99");
+  EXPECT_EQ(d("bytes=100-", 100), "416");
+  EXPECT_EQ(d("bytes=-0", 100), "416");
+  for (std::string_view bad :
+       {"bytes=0-1,5-6", "items=0-9", "bytes=9-3", "bytes=a-9", "bytes=-", "bytes=", "bytes 0-9",
+        "bytes=0x1-2", "bytes=1234567890123456789-", "bytes=--5", "bytes=+1-2"}) {
+    EXPECT_EQ(d(bad, 100), "whole") << bad;
+  }
+}
+
+// A single instance goes with a length, a stable ETag and boundary (the same
+// bytes every time), and byte ranges of that representation.
+TEST_F(DicomwebTest, InstanceRetrievalHasALengthAnETagAndByteRanges) {
+  Synth s;
+  StoreSynth(s, 1, 1);
+  const std::string path =
+      "/studies/" + s.study_uid + "/series/" + s.study_uid + ".1/instances/" + s.study_uid + ".1.1";
+  Result full = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(full.status, 200) << full.body;
+  ASSERT_TRUE(full.content_length.has_value());
+  EXPECT_EQ(*full.content_length, full.body.size());
+  EXPECT_EQ(full.Header("accept-ranges"), "bytes");
+  const std::string etag = full.Header("etag");
+  ASSERT_EQ(etag.size(), 34u) << etag;
+  auto parts = Parts(full);
+  ASSERT_EQ(parts.size(), 1u);
+  EXPECT_EQ(parts[0], stored_[s.study_uid + ".1.1"]);
+  Result again = Call(Method::kGet, path, kClin);
+  EXPECT_EQ(again.body, full.body);
+  EXPECT_EQ(again.Header("etag"), etag);
+  const uint64_t n = full.body.size();
+
+  auto range = [&](const std::string& spec, HeaderList extra = {}) {
+    extra.emplace_back("range", spec);
+    return Call(Method::kGet, path, kClin, extra);
+  };
+  Result r = range("bytes=10-99");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body, full.body.substr(10, 90));
+  EXPECT_EQ(*r.content_length, 90u);
+  EXPECT_EQ(r.Header("content-range"), "bytes 10-99/" + std::to_string(n));
+  EXPECT_EQ(r.content_type, full.content_type);
+  r = range("bytes=-50");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body, full.body.substr(n - 50));
+  // Ranges glued back together give the whole representation.
+  r = range("bytes=0-" + std::to_string(n / 3));
+  Result rest = range("bytes=" + std::to_string(n / 3 + 1) + "-");
+  ASSERT_EQ(rest.status, 206);
+  EXPECT_EQ(r.body + rest.body, full.body);
+  r = range("bytes=" + std::to_string(n) + "-");
+  EXPECT_EQ(r.status, 416);
+  EXPECT_EQ(r.Header("content-range"), "bytes */" + std::to_string(n));
+  // If-Range: the range only for the current representation.
+  r = range("bytes=0-9", {{"if-range", etag}});
+  EXPECT_EQ(r.status, 206);
+  r = range("bytes=0-9", {{"if-range", "\"0123\""}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, full.body);
+  r = range("bytes=0-1,5-6");  // several ranges: the whole body
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, full.body);
+
+  // Demographics updated since: another representation, another ETag; its
+  // ranges are of the new bytes.
+  auto study = query_->GetStudy(s.study_uid);
+  ASSERT_TRUE(study.ok());
+  RenamePatient(*study, "SMITH^JANE^MARRIED");
+  Result renamed = Call(Method::kGet, path, kClin);
+  ASSERT_EQ(renamed.status, 200);
+  EXPECT_NE(renamed.Header("etag"), etag);
+  EXPECT_NE(renamed.body, full.body);
+  EXPECT_EQ(*renamed.content_length, renamed.body.size());
+  r = range("bytes=100-", {{"if-range", etag}});  // the old validator: everything, new
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, renamed.body);
+  r = range("bytes=100-");
+  ASSERT_EQ(r.status, 206);
+  EXPECT_EQ(r.body, renamed.body.substr(100));
+
+  // Study level: streamed, no length, no ranges.
+  r = Call(Method::kGet, "/studies/" + s.study_uid, kClin, {{"range", "bytes=0-9"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_FALSE(r.content_length.has_value());
+  EXPECT_EQ(r.Header("accept-ranges"), "none");
 }
 
 TEST_F(DicomwebTest, DemographicsUpdatedSinceArrivalAreApplied) {

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <mutex>
 
 #include "libphi/web/read_ahead.h"
@@ -83,6 +84,31 @@ class WebServerTest : public ::testing::Test {
       });
       return r;
     });
+    // A body with a Content-Length: `delivered` bytes of the pattern behind an
+    // announced length (a source that gives fewer or more must abort).
+    auto sized = [&router](const char* path, uint64_t announced, uint64_t delivered) {
+      router.Add(
+          Method::kGet, path, {config::Role::kClinician},
+          [announced, delivered](const RequestContext&) {
+            Response r;
+            r.content_type = "application/octet-stream";
+            r.content_length = announced;
+            r.chunks = ReadAheadChunks(
+                [delivered, off = uint64_t{0}](std::span<char> buf) mutable -> Result<size_t> {
+                  size_t n = std::min<uint64_t>(buf.size(), delivered - off);
+                  for (size_t i = 0; i < n; ++i) {
+                    buf[i] = static_cast<char>(((off + i) * 31) & 0xFF);
+                  }
+                  off += n;
+                  return n;
+                },
+                100'003, 2);
+            return r;
+          });
+    };
+    sized("/sized", kSizedBytes, kSizedBytes);
+    sized("/sized-short", kSizedBytes, kSizedBytes - 1);
+    sized("/sized-long", kSizedBytes, kSizedBytes + 1);
     auto s = WebServer::Create(cfg_, *provider_, runner_, std::move(router), Env::Default(),
                                [this](const AccessEvent& e) {
                                  std::lock_guard<std::mutex> l(mu_);
@@ -116,6 +142,7 @@ class WebServerTest : public ::testing::Test {
   std::mutex mu_;
   std::vector<AccessEvent> events_;
   static constexpr uint64_t kStreamBytes = 64ull << 20;
+  static constexpr uint64_t kSizedBytes = (3ull << 20) + 7;
   std::atomic<size_t> max_pull_{0};
 };
 
@@ -232,6 +259,33 @@ TEST_F(WebServerTest, LentChunksStreamEveryByteInOrder) {
   }
   auto f = Curl("clinician", Url("/chunks-fail") + " -o /dev/null");
   EXPECT_NE(f.exit_code, 0) << f.output;
+}
+
+TEST_F(WebServerTest, StreamedBodyWithALengthIsSentAsIsAndChecked) {
+  phi::testing::TempDir tmp;
+  std::string out = (tmp.path() / "body").string(), hdr = (tmp.path() / "headers").string();
+  auto r = Curl("clinician", "-D " + hdr + " -o " + out + " " + Url("/sized") + " -o /dev/null " +
+                                 Url("/healthz"));
+  ASSERT_TRUE(r.output.ends_with("200\n200")) << r.output;  // keep-alive after the body
+  std::string headers = phi::testing::ReadFile(tmp.path() / "headers");
+  for (char& c : headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  EXPECT_NE(headers.find("content-length: " + std::to_string(kSizedBytes) + "\r\n"),
+            std::string::npos)
+      << headers;
+  EXPECT_EQ(headers.find("transfer-encoding"), std::string::npos) << headers;
+  std::string body = phi::testing::ReadFile(tmp.path() / "body");
+  ASSERT_EQ(body.size(), kSizedBytes);
+  for (size_t i = 0; i < body.size(); ++i) {
+    ASSERT_EQ(static_cast<unsigned char>(body[i]), (i * 31) & 0xFF) << i;
+  }
+  // Fewer or more bytes than announced: the connection is cut, the client
+  // sees a short body (never a wrong one).
+  for (const char* path : {"/sized-short", "/sized-long"}) {
+    SCOPED_TRACE(path);
+    auto f = Curl("clinician", Url(path) + " -o " + out);
+    EXPECT_NE(f.exit_code, 0) << f.output;
+    EXPECT_LT(phi::testing::ReadFile(tmp.path() / "body").size(), kSizedBytes);
+  }
 }
 
 }  // namespace
