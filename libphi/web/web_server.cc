@@ -324,8 +324,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
                       });
   }
 
-  // Streamed body: the header (chunked), then one chunk per source pull, then
-  // the last chunk. One buffer of kStreamChunkBytes per session for a
+  // Streamed body: the header (chunked, or with the Content-Length the
+  // handler gave), then per source pull one chunk (or the bytes as they are),
+  // then the last chunk. Each pull is encrypted into batch_ and sent with one
+  // socket write. One buffer of kStreamChunkBytes per session for a
   // BodySource; a ChunkSource lends its own.
   void StartStream(BodySource source, ChunkSource chunks, std::optional<uint64_t> length,
                    bool keep_alive) {
@@ -429,7 +431,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   void Close() {
     if (closed_) return;
     closed_ = true;
-    if (SSL_is_init_finished(stream_.native_handle())) {
+    // Mid-body (a drain's ForceClose): no close_notify, which would be
+    // written into the batch a socket write may still be sending; cutting the
+    // socket ends that write (its completion detaches the batch).
+    if (SSL_is_init_finished(stream_.native_handle()) && !batch_.attached()) {
       beast::get_lowest_layer(stream_).expires_after(kShutdownTimeout);
       stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
         beast::get_lowest_layer(self->stream_).close();

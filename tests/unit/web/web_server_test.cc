@@ -2,8 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <mutex>
+#include <thread>
 
 #include "libphi/web/read_ahead.h"
 #include "tests/support/temp_dir.h"
@@ -286,6 +288,31 @@ TEST_F(WebServerTest, StreamedBodyWithALengthIsSentAsIsAndChecked) {
     EXPECT_NE(f.exit_code, 0) << f.output;
     EXPECT_LT(phi::testing::ReadFile(tmp.path() / "body").size(), kSizedBytes);
   }
+}
+
+// A drain whose deadline passes mid-body cuts the connection (no
+// close_notify into a batch being sent); the client sees a broken transfer,
+// the drain returns with nothing left open.
+TEST_F(WebServerTest, DrainCutsAStreamMidBody) {
+  nettest::CommandResult slow;
+  std::thread client(
+      [&] { slow = Curl("clinician", "--limit-rate 2M " + Url("/chunks") + " -o /dev/null"); });
+  auto streaming = [&] {
+    std::lock_guard<std::mutex> l(mu_);
+    return std::any_of(events_.begin(), events_.end(),
+                       [](const AccessEvent& e) { return e.route == "/chunks"; });
+  };
+  for (int i = 0; i < 500 && !streaming(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_TRUE(streaming());
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // well into the 64 MiB
+  server_->StopAccepting();
+  server_->Drain(std::chrono::steady_clock::now() + std::chrono::milliseconds(100));
+  client.join();
+  EXPECT_NE(slow.exit_code, 0) << slow.output;
+  EXPECT_NE(slow.exit_code, 28) << "cut by curl's own --max-time, not by the drain";
+  EXPECT_EQ(server_->Listeners()[0].open_connections, 0u);
 }
 
 }  // namespace
