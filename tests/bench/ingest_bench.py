@@ -279,11 +279,11 @@ def main():
         if len(values) == 1:
             return spec % values[0]
         return (spec + " (%s)") % (statistics.median(values),
-                                   "-".join(spec.strip() % v for v in (min(values), max(values))))
+                                   " to ".join(spec % v for v in (min(values), max(values))))
 
     print()
     print("%-16s %-5s %5s %10s %8s%s" % ("server", "tls", "assoc", "images/s", "MB/s",
-                                         "  (median of %d rounds; min-max)" % a.rounds
+                                         "  (median of %d rounds; min to max)" % a.rounds
                                          if a.rounds > 1 else ""))
     for (name, transport, n), dts in results.items():
         r = rates((name, transport, n))
