@@ -634,6 +634,32 @@ TEST_F(DicomwebTest, InstanceRetrievalHasALengthAnETagAndByteRanges) {
   EXPECT_EQ(r.Header("accept-ranges"), "none");
 }
 
+// A study of many instances: rendered by two workers when cold, in the
+// catalog's order, and the same bytes again from the cache.
+TEST_F(DicomwebTest, MetadataOfManyInstancesKeepsOrderColdAndWarm) {
+  Synth s;
+  std::vector<std::string> want;
+  for (int se = 1; se <= 2; ++se) {
+    for (int in = 1; in <= 12; ++in) {
+      StoreSynth(s, se, in);
+      want.push_back(s.study_uid + "." + std::to_string(se) + "." + std::to_string(in));
+    }
+  }
+  Result cold = Call(Method::kGet, "/studies/" + s.study_uid + "/metadata", kClin);
+  ASSERT_EQ(cold.status, 200) << cold.body;
+  json j = json::parse(cold.body);
+  ASSERT_EQ(j.size(), want.size());
+  std::vector<std::string> got;
+  for (auto& item : j) got.push_back(Str(item, "00080018"));
+  std::vector<std::string> sorted_got = got, sorted_want = want;
+  std::sort(sorted_got.begin(), sorted_got.end());
+  std::sort(sorted_want.begin(), sorted_want.end());
+  EXPECT_EQ(sorted_got, sorted_want);  // each instance exactly once
+  Result warm = Call(Method::kGet, "/studies/" + s.study_uid + "/metadata", kClin);
+  ASSERT_EQ(warm.status, 200);
+  EXPECT_EQ(warm.body, cold.body);  // same order, same bytes
+}
+
 TEST_F(DicomwebTest, DemographicsUpdatedSinceArrivalAreApplied) {
   Synth s;
   StoreSynth(s, 1, 1);
