@@ -17,9 +17,10 @@ namespace {
 // joins its SSL to the socket (17 KiB pairs), with the dev PKI.
 class TlsPair {
  public:
-  TlsPair() {
+  explicit TlsPair(int max_version = TLS1_3_VERSION) {
     sctx_ = SSL_CTX_new(TLS_server_method());
     cctx_ = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_max_proto_version(sctx_, max_version);
     EXPECT_EQ(SSL_CTX_use_certificate_chain_file(sctx_, nettest::Pki("server.pem").c_str()), 1);
     EXPECT_EQ(
         SSL_CTX_use_PrivateKey_file(sctx_, nettest::Pki("server.key").c_str(), SSL_FILETYPE_PEM),
@@ -129,9 +130,15 @@ TEST(RecordBatchTest, RefusesBeforeTheHandshakeAndWithOutputPending) {
   EXPECT_FALSE(batch.Attach(p.server()).ok());  // twice
 }
 
-TEST(RecordBatchTest, BatchedRecordsDecryptInOrderAndTheConnectionGoesOn) {
-  TlsPair p;
+// TLS 1.3 and 1.2 (both allowed on the HTTPS listener).
+class RecordBatchVersionTest : public ::testing::TestWithParam<int> {};
+INSTANTIATE_TEST_SUITE_P(Versions, RecordBatchVersionTest,
+                         ::testing::Values(TLS1_3_VERSION, TLS1_2_VERSION));
+
+TEST_P(RecordBatchVersionTest, BatchedRecordsDecryptInOrderAndTheConnectionGoesOn) {
+  TlsPair p(GetParam());
   ASSERT_TRUE(p.Handshake());
+  EXPECT_EQ(SSL_version(p.server()), GetParam());
   // Before: a normal write through the pair (also flushes the session tickets).
   ASSERT_EQ(SSL_write(p.server(), "hello ", 6), 6);
   std::string before = p.ClientReads(p.ServerWire());
