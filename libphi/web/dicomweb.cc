@@ -7,6 +7,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -1217,7 +1218,11 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     };
     std::thread helper;
     if (insts->size() >= kParallelMetadataMin && std::thread::hardware_concurrency() > 1) {
-      helper = std::thread(work);
+      try {
+        helper = std::thread(work);
+      } catch (const std::system_error&) {
+        // No thread to be had (tasks limit): this one does it all.
+      }
     }
     work();
     if (helper.joinable()) helper.join();
