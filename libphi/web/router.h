@@ -63,10 +63,9 @@ struct Response {
   std::string content_type = "application/json";
   HeaderList headers;
   std::string body;
-  // When set, `body` is ignored and the body is sent with chunked transfer
-  // encoding, pulled from this source in bounded buffers.
-  BodySource stream;
-  // Likewise, from the source's own buffers (no copy into the connection's).
+  // When set, `body` is ignored and the body is streamed from the source's
+  // own buffers (e.g. ReadAheadChunks over a BodySource), with chunked
+  // transfer encoding.
   ChunkSource chunks;
   // For a streamed body: its exact length, sent as Content-Length instead of
   // chunked transfer encoding. A source that ends early or gives more aborts

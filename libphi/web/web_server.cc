@@ -27,7 +27,6 @@ using asio::ip::tcp;
 namespace {
 constexpr uint32_t kRefusalSlack = 16;  // connections beyond max that still get a 503
 constexpr auto kShutdownTimeout = std::chrono::seconds(2);
-constexpr size_t kStreamChunkBytes = 1024 * 1024;
 // Handlers block (catalog reads, the audit commit, decryption): they run on
 // this pool, not on the io threads, so that TLS keeps flowing and concurrent
 // requests share the catalog's group commit.
@@ -274,7 +273,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       started_.reset();
     }
     if (server_->metrics) server_->metrics->ObserveRequest(route, r.status, seconds);
-    const bool streamed = static_cast<bool>(r.stream) || static_cast<bool>(r.chunks);
+    const bool streamed = static_cast<bool>(r.chunks);
     res_.emplace(static_cast<http::status>(r.status), version);
     res_->set(http::field::content_type, r.content_type);
     res_->set(http::field::cache_control, "no-store");
@@ -312,7 +311,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
       server_->audit(e);
     }
     if (streamed) {
-      StartStream(std::move(r.stream), std::move(r.chunks), r.content_length, keep_alive);
+      StartStream(std::move(r.chunks), r.content_length, keep_alive);
       return;
     }
     beast::get_lowest_layer(stream_).expires_after(
@@ -327,16 +326,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   // Streamed body: the header (chunked, or with the Content-Length the
   // handler gave), then per source pull one chunk (or the bytes as they are),
   // then the last chunk. Each pull is encrypted into batch_ and sent with one
-  // socket write. One buffer of kStreamChunkBytes per session for a
-  // BodySource; a ChunkSource lends its own.
-  void StartStream(BodySource source, ChunkSource chunks, std::optional<uint64_t> length,
-                   bool keep_alive) {
-    source_ = std::move(source);
+  // socket write; the source's buffer is free again once it is encrypted.
+  void StartStream(ChunkSource chunks, std::optional<uint64_t> length, bool keep_alive) {
     chunks_ = std::move(chunks);
-    stream_length_ = length;
-    stream_sent_ = 0;
+    stream_left_ = length;
     stream_keep_alive_ = keep_alive;
-    if (!chunks_) chunk_.resize(kStreamChunkBytes);
     sr_.emplace(*res_);
     beast::get_lowest_layer(stream_).expires_after(
         std::chrono::seconds(server_->cfg.body_timeout_seconds));
@@ -354,41 +348,25 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   }
 
   void NextChunk() {
-    std::span<const char> data;
-    Status pulled = Status::Ok();
-    if (chunks_) {
-      Result<std::span<const char>> c = chunks_();
-      if (c.ok()) {
-        data = *c;
-      } else {
-        pulled = c.status();
-      }
-    } else {
-      Result<size_t> n = source_(std::span<char>(chunk_.data(), chunk_.size()));
-      if (n.ok()) {
-        data = std::span<const char>(chunk_.data(), *n);
-      } else {
-        pulled = n.status();
-      }
-    }
+    Result<std::span<const char>> pulled = chunks_();
     if (!pulled.ok()) {
       PHI_LOG(kWarning, "https stream aborted",
-              {{"conn", id_}, {"error", log::Safe(pulled.ToString())}});
+              {{"conn", id_}, {"error", log::Safe(pulled.status().ToString())}});
       return EndStream(false);  // the status line is sent: the only signal left is the abort
     }
+    const std::span<const char> data = *pulled;
     const size_t n = data.size();
     if (server_->metrics && n > 0) server_->metrics->AddStreamedBytes(n);
     Status w = Status::Ok();
-    if (stream_length_) {
+    if (stream_left_) {
       // Content-Length: the bytes as they are, exactly as many as announced.
-      const uint64_t left = *stream_length_ - stream_sent_;
-      if (n > left || (n == 0 && left > 0)) {
+      if (n > *stream_left_ || (n == 0 && *stream_left_ > 0)) {
         PHI_LOG(kWarning, "https stream aborted",
                 {{"conn", id_}, {"error", log::Safe("body length differs from content-length")}});
         return EndStream(false);
       }
       if (n == 0) return EndStream(true);
-      stream_sent_ += n;
+      *stream_left_ -= n;
       w = batch_.Write(data);
     } else {
       // The chunk (size line, data, CRLF; or the last chunk).
@@ -420,10 +398,8 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
 
   void EndStream(bool ok) {
     batch_.Detach();
-    source_ = nullptr;  // releases readers and keys held by the source
-    chunks_ = nullptr;
+    chunks_ = nullptr;  // releases readers and keys held by the source
     sr_.reset();
-    std::vector<char>().swap(chunk_);
     if (!ok || !stream_keep_alive_) return Close();
     ReadHeader();
   }
@@ -458,12 +434,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session>
   std::optional<http::response<http::string_body>> res_;
   std::unique_ptr<http::response<http::empty_body>> cont_;
   std::optional<http::response_serializer<http::string_body>> sr_;
-  BodySource source_;
   ChunkSource chunks_;
-  std::vector<char> chunk_;
   bool stream_keep_alive_ = false;
-  std::optional<uint64_t> stream_length_;  // Content-Length of the streamed body, if not chunked
-  uint64_t stream_sent_ = 0;
+  std::optional<uint64_t> stream_left_;  // with a Content-Length: the bytes still to send
   std::optional<std::chrono::steady_clock::time_point> started_;
   bool first_ = true;
   bool idle_ = false;

@@ -5,10 +5,10 @@
 // known-but-not-yet DICOMweb prefixes 501; every error body is RFC 9457
 // problem+json without request data. Limits: max_connections (beyond it: 503
 // and close), header/body/idle timeouts, max_header_bytes (431),
-// max_body_bytes (413). Responses with a BodySource are streamed with
-// chunked transfer in bounded buffers (kStreamChunkBytes). Request logs carry the route pattern,
-// never the raw path or query string (they can hold PHI). Thread-safety: the phi::Server contract;
-// the audit hook is called concurrently from the io threads.
+// max_body_bytes (413). Responses with a ChunkSource are streamed
+// from its bounded buffers (chunked, or with the handler's Content-Length). Request logs carry the
+// route pattern, never the raw path or query string (they can hold PHI). Thread-safety: the
+// phi::Server contract; the audit hook is called concurrently from the io threads.
 #pragma once
 
 #include <functional>

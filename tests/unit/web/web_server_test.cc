@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "libphi/web/read_ahead.h"
@@ -35,82 +37,50 @@ class WebServerTest : public ::testing::Test {
                });
     router.Add(Method::kGet, "/admin-only", {config::Role::kAdmin},
                [](const RequestContext&) { return Response::Json(200, "{}"); });
-    // A 64 MiB body made on the fly, in pulls: nothing holds it whole.
-    router.Add(Method::kGet, "/stream", {config::Role::kClinician}, [this](const RequestContext&) {
-      Response r;
-      r.content_type = "application/octet-stream";
-      auto off = std::make_shared<uint64_t>(0);
-      r.stream = [this, off](std::span<char> buf) -> Result<size_t> {
-        max_pull_ = std::max<size_t>(max_pull_, buf.size());
-        size_t n = std::min<uint64_t>(buf.size(), kStreamBytes - *off);
-        for (size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(((*off + i) * 31) & 0xFF);
-        *off += n;
-        return n;
-      };
-      return r;
-    });
+    // Bodies made on the fly, in pulls: nothing holds them whole. A 64 MiB
+    // one in the read-ahead pipe's default 1 MiB buffers (the largest pull
+    // is recorded), the same in odd-sized ones (crossing TLS records and
+    // chunk boundaries anywhere), one that fails after three pulls, and ones
+    // with a Content-Length whose source gives as many bytes, fewer or more.
+    auto pattern = [&router](const char* path, uint64_t delivered, size_t chunk_bytes,
+                             std::atomic<size_t>* max_pull,
+                             std::optional<uint64_t> announced = std::nullopt) {
+      router.Add(Method::kGet, path, {config::Role::kClinician}, [=](const RequestContext&) {
+        Response r;
+        r.content_type = "application/octet-stream";
+        r.content_length = announced;
+        r.chunks = ReadAheadChunks(
+            [=, off = uint64_t{0}](std::span<char> buf) mutable -> Result<size_t> {
+              if (max_pull != nullptr) {
+                *max_pull = std::max<size_t>(*max_pull, buf.size());
+              }
+              size_t n = std::min<uint64_t>(buf.size(), delivered - off);
+              for (size_t i = 0; i < n; ++i) {
+                buf[i] = static_cast<char>(((off + i) * 31) & 0xFF);
+              }
+              off += n;
+              return n;
+            },
+            chunk_bytes, 2);
+        return r;
+      });
+    };
+    pattern("/stream", kStreamBytes, size_t{1} << 20, &max_pull_);
+    pattern("/chunks", kStreamBytes, 100'003, nullptr);
+    pattern("/sized", kSizedBytes, 100'003, nullptr, kSizedBytes);
+    pattern("/sized-short", kSizedBytes - 1, 100'003, nullptr, kSizedBytes);
+    pattern("/sized-long", kSizedBytes + 1, 100'003, nullptr, kSizedBytes);
     router.Add(Method::kGet, "/stream-fails", {config::Role::kClinician},
                [](const RequestContext&) {
                  Response r;
                  auto calls = std::make_shared<int>(0);
-                 r.stream = [calls](std::span<char> buf) -> Result<size_t> {
+                 r.chunks = ReadAheadChunks([calls](std::span<char> buf) -> Result<size_t> {
                    if ((*calls)++ > 2) return Status::Corruption("segment tag mismatch");
                    std::fill(buf.begin(), buf.end(), 'x');
                    return buf.size();
-                 };
+                 });
                  return r;
                });
-    // The same body lent in the read-ahead pipe's own buffers (odd-sized, to
-    // cross TLS records and chunk boundaries anywhere), and one that fails.
-    router.Add(Method::kGet, "/chunks", {config::Role::kClinician}, [](const RequestContext&) {
-      Response r;
-      r.content_type = "application/octet-stream";
-      auto off = std::make_shared<uint64_t>(0);
-      r.chunks = ReadAheadChunks(
-          [off](std::span<char> buf) -> Result<size_t> {
-            size_t n = std::min<uint64_t>(buf.size(), kStreamBytes - *off);
-            for (size_t i = 0; i < n; ++i) buf[i] = static_cast<char>(((*off + i) * 31) & 0xFF);
-            *off += n;
-            return n;
-          },
-          100'003, 2);
-      return r;
-    });
-    router.Add(Method::kGet, "/chunks-fail", {config::Role::kClinician}, [](const RequestContext&) {
-      Response r;
-      auto calls = std::make_shared<int>(0);
-      r.chunks = ReadAheadChunks([calls](std::span<char> buf) -> Result<size_t> {
-        if ((*calls)++ > 2) return Status::Corruption("segment tag mismatch");
-        std::fill(buf.begin(), buf.end(), 'x');
-        return buf.size();
-      });
-      return r;
-    });
-    // A body with a Content-Length: `delivered` bytes of the pattern behind an
-    // announced length (a source that gives fewer or more must abort).
-    auto sized = [&router](const char* path, uint64_t announced, uint64_t delivered) {
-      router.Add(
-          Method::kGet, path, {config::Role::kClinician},
-          [announced, delivered](const RequestContext&) {
-            Response r;
-            r.content_type = "application/octet-stream";
-            r.content_length = announced;
-            r.chunks = ReadAheadChunks(
-                [delivered, off = uint64_t{0}](std::span<char> buf) mutable -> Result<size_t> {
-                  size_t n = std::min<uint64_t>(buf.size(), delivered - off);
-                  for (size_t i = 0; i < n; ++i) {
-                    buf[i] = static_cast<char>(((off + i) * 31) & 0xFF);
-                  }
-                  off += n;
-                  return n;
-                },
-                100'003, 2);
-            return r;
-          });
-    };
-    sized("/sized", kSizedBytes, kSizedBytes);
-    sized("/sized-short", kSizedBytes, kSizedBytes - 1);
-    sized("/sized-long", kSizedBytes, kSizedBytes + 1);
     auto s = WebServer::Create(cfg_, *provider_, runner_, std::move(router), Env::Default(),
                                [this](const AccessEvent& e) {
                                  std::lock_guard<std::mutex> l(mu_);
@@ -259,7 +229,7 @@ TEST_F(WebServerTest, LentChunksStreamEveryByteInOrder) {
   for (size_t i = 0; i < body.size(); ++i) {
     ASSERT_EQ(static_cast<unsigned char>(body[i]), (i * 31) & 0xFF) << i;
   }
-  auto f = Curl("clinician", Url("/chunks-fail") + " -o /dev/null");
+  auto f = Curl("clinician", Url("/stream-fails") + " -o /dev/null");
   EXPECT_NE(f.exit_code, 0) << f.output;
 }
 
