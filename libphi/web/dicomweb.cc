@@ -918,8 +918,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         }
         if (next < items.size()) {
           PHI_ASSIGN_OR_RETURN(Prepared p, impl->Prepare(share, study, items[next], &decided));
-          std::string head = (next == 0 ? "--" : "\r\n--") + boundary +
-                             "\r\nContent-Type: application/dicom\r\n\r\n";
+          std::string head = PartHead(boundary, next == 0, "application/dicom");
           ++next;
           if (p.raw) {
             pending = std::move(head);
@@ -932,7 +931,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
         }
         if (!closed) {
           closed = true;
-          pending = (items.empty() ? "--" : "\r\n--") + boundary + "--\r\n";
+          pending = CloseDelimiter(boundary, !items.empty());
           continue;
         }
         break;
@@ -1050,8 +1049,8 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     const std::string hex = crypto::ToHex(d);
     const std::string etag = "\"" + hex.substr(0, 32) + "\"";
     const std::string boundary = "phigate-" + hex.substr(32, 32);
-    body->head = "--" + boundary + "\r\nContent-Type: application/dicom\r\n\r\n";
-    body->tail = "\r\n--" + boundary + "--\r\n";
+    body->head = PartHead(boundary, true, "application/dicom");
+    body->tail = CloseDelimiter(boundary, true);
     const uint64_t size = body->size();
 
     // If-Range with another validator: the client's copy is stale, send it all.
@@ -1351,10 +1350,10 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     }
     std::string body;
     for (size_t k = 0; k < out_frames.size(); ++k) {
-      body += (k == 0 ? "--" : "\r\n--") + boundary + "\r\nContent-Type: " + ctype + "\r\n\r\n";
+      body += PartHead(boundary, k == 0, ctype);
       body.append(out_frames[k]);
     }
-    body += "\r\n--" + boundary + "--\r\n";
+    body += CloseDelimiter(boundary, true);
     Response r;
     r.status = 200;
     r.content_type = "multipart/related; type=\"" + part_type + "\"; boundary=" + boundary;

@@ -202,6 +202,18 @@ std::string MakeBoundary(uint64_t seed) {
   return buf;
 }
 
+std::string PartHead(std::string_view boundary, bool first, std::string_view content_type) {
+  std::string h(first ? "--" : "\r\n--");
+  h.append(boundary).append("\r\nContent-Type: ").append(content_type).append("\r\n\r\n");
+  return h;
+}
+
+std::string CloseDelimiter(std::string_view boundary, bool any_part) {
+  std::string c(any_part ? "\r\n--" : "--");
+  c.append(boundary).append("--\r\n");
+  return c;
+}
+
 namespace {
 // Decimal digits only, at most 18 of them (no overflow); nullopt otherwise.
 std::optional<uint64_t> RangeNumber(std::string_view s) {

@@ -48,6 +48,11 @@ Result<std::vector<Part>> ParseMultipart(std::string_view body, std::string_view
 // A fresh boundary for responses (fixed prefix + counter-free random-looking
 // text from `seed`); never occurs in DICOM data by construction of the caller.
 std::string MakeBoundary(uint64_t seed);
+// Writing a multipart body: the delimiter and header before a part (the first
+// part has no CRLF before its delimiter), and the close delimiter after the
+// last part (or alone, for a body without parts).
+std::string PartHead(std::string_view boundary, bool first, std::string_view content_type);
+std::string CloseDelimiter(std::string_view boundary, bool any_part);
 
 // A Range request field (RFC 9110 14.2) for a representation of `size` bytes.
 // Only one byte range is honoured: a missing field, another unit, a

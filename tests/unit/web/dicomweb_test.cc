@@ -533,6 +533,25 @@ TEST_F(DicomwebTest, WadoStreamsByteIdenticalInstances) {
   EXPECT_EQ(r.status, 404);
 }
 
+TEST(MultipartWriterTest, WrittenBodiesParseBackPartByPart) {
+  for (size_t n : {0, 1, 3}) {
+    SCOPED_TRACE(n);
+    std::string body;
+    for (size_t k = 0; k < n; ++k) {
+      body += PartHead("b0und", k == 0, "application/dicom");
+      body += "part " + std::to_string(k) + "\r\n--not-the-boundary";
+    }
+    body += CloseDelimiter("b0und", n > 0);
+    auto parts = ParseMultipart(body, "b0und", 10);
+    ASSERT_TRUE(parts.ok()) << parts.status().ToString();
+    ASSERT_EQ(parts->size(), n);
+    for (size_t k = 0; k < n; ++k) {
+      EXPECT_EQ((*parts)[k].body, "part " + std::to_string(k) + "\r\n--not-the-boundary");
+      EXPECT_EQ((*parts)[k].Header("content-type"), "application/dicom");
+    }
+  }
+}
+
 TEST(ByteRangeTest, SingleRangesAreHonouredOthersIgnored) {
   using K = ByteRangeDecision::Kind;
   auto d = [](std::optional<std::string_view> f, uint64_t size) {
