@@ -1141,7 +1141,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
   Result<std::string> InstanceMetadata(const RequestContext& ctx, const services::StudyMatch& study,
                                        const services::InstanceMatch& inst,
                                        const std::string& study_shown,
-                                       const std::string& series_shown) {
+                                       const std::string& series_shown, bool* parsed = nullptr) {
     const bool share = Share(ctx);
     // Clinician metadata is cached as rendered: "1" or "0" (has Rows) + the
     // JSON members; the per-request BulkDataURI is appended below.
@@ -1157,6 +1157,7 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
       }  // else: render below, then cache under `key`
     }
     if (body.empty()) {
+      if (parsed != nullptr) *parsed = true;
       DcmFileFormat ff;
       PHI_RETURN_IF_ERROR(InstanceHeader(study, inst, ff));
       DcmDataset& ds = *ff.getDataset();
@@ -1205,18 +1206,23 @@ struct Dicomweb::Impl : std::enable_shared_from_this<Dicomweb::Impl> {
     std::string study_shown = ShownUid(ctx, study->phi.Get("StudyInstanceUID"));
     // Each instance's JSON, cached or parsed from its object. A study not
     // seen since start decrypts every object whole (~0.8 ms per CT slice):
-    // a second worker halves the wait for a viewer opening a new study.
+    // when the first instance had to be parsed, a second worker halves the
+    // wait for a viewer opening the study (a cached study needs no thread).
     for (auto& i : *insts) series_shown.try_emplace(i.row.series_pk);  // read-only below
     std::vector<std::optional<Result<std::string>>> jsons(insts->size());
-    std::atomic<size_t> next{0};
+    auto one = [&](size_t k, bool* parsed) {
+      const auto& i = (*insts)[k];
+      jsons[k] =
+          InstanceMetadata(ctx, *study, i, study_shown, series_shown.at(i.row.series_pk), parsed);
+    };
+    bool cold = false;
+    if (!insts->empty()) one(0, &cold);
+    std::atomic<size_t> next{1};
     auto work = [&] {
-      for (size_t k; (k = next.fetch_add(1)) < insts->size();) {
-        const auto& i = (*insts)[k];
-        jsons[k] = InstanceMetadata(ctx, *study, i, study_shown, series_shown.at(i.row.series_pk));
-      }
+      for (size_t k; (k = next.fetch_add(1)) < insts->size();) one(k, nullptr);
     };
     std::thread helper;
-    if (insts->size() >= kParallelMetadataMin && std::thread::hardware_concurrency() > 1) {
+    if (cold && insts->size() >= kParallelMetadataMin && std::thread::hardware_concurrency() > 1) {
       try {
         helper = std::thread(work);
       } catch (const std::system_error&) {
