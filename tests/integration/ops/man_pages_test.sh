@@ -21,17 +21,17 @@ d="$(render "$dir/phigated.8")"
 for want in "--config file" "--check-config file" "--print-dev-config dir" "--log-level level" \
     "--version" "SIGHUP" "SIGTERM" "/etc/phigate/phigate.yaml" "/run/phigate/admin.sock" \
     "EXIT STATUS"; do
-  echo "$d" | grep -qF -- "$want" || fail "phigated.8 does not mention '$want'"
+  grep -qF -- "$want" <<<"$d" || fail "phigated.8 does not mention '$want'"
 done
 c="$(render "$dir/phigatectl.8")"
 for want in "--socket path" "--json" "status" "audit verify" "audit export" "erase" "rotate-kek" \
     "verify" "backup" "restore" "phigate-admin"; do
-  echo "$c" | grep -qF -- "$want" || fail "phigatectl.8 does not mention '$want'"
+  grep -qF -- "$want" <<<"$c" || fail "phigatectl.8 does not mention '$want'"
 done
 # Exit codes 0..4 each documented with their meaning.
 exits="$(echo "$c" | sed -n '/^EXIT STATUS/,/^[A-Z]/p')"
 for code in 0 1 2 3 4; do
-  echo "$exits" | grep -qE "^ +$code +[A-Z]" || fail "phigatectl.8 does not document exit code $code"
+  grep -qE "^ +$code +[A-Z]" <<<"$exits" || fail "phigatectl.8 does not document exit code $code"
 done
 echo "$exits" | grep -A1 -E '^ +3 ' | grep -qi "connect" || fail "exit 3 is not 'cannot connect'"
 echo "$exits" | grep -A1 -E '^ +4 ' | grep -qi "permission denied" || fail "exit 4 is not 'permission denied'"
