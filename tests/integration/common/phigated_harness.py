@@ -6,6 +6,7 @@ Factored out of tests/integration/daemon/daemon_test.py; import it with
     import phigated_harness as h
 """
 import os
+import random
 import re
 import shutil
 import socket
@@ -54,10 +55,34 @@ def make_tiny_ct(tmp, study, n, patient_name, patient_id, accession, date="20240
     return sop, out
 
 
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now on 127.0.0.1, below the kernel's ephemeral range.
+
+    A port the kernel hands out (bind to 0) is also where it puts the local end of
+    outgoing connections: between this call and the daemon's bind, a client of a
+    test running in parallel could take it. Ports below ip_local_port_range are
+    only ever taken by an explicit bind; they are drawn at random so that tests
+    running in parallel seldom draw the same one.
+    """
+    low = _ephemeral_low()
+    first = max(1024, min(15000, low - 2000))
+    for _ in range(200):
+        p = random.randrange(first, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            return p
+    raise AssertionError("no free port in %d-%d" % (first, low - 1))
 
 
 class Notify:
