@@ -1,6 +1,8 @@
 #include "libphi/objects/fs_object_store.h"
 
 #include <algorithm>
+#include <chrono>
+#include <system_error>
 #include <utility>
 
 #include "libphi/util/log.h"
@@ -133,6 +135,9 @@ class FsObjectWriter final : public ObjectWriter {
 Result<std::unique_ptr<FsObjectStore>> FsObjectStore::Open(const Path& root, Env& env,
                                                            FsObjectStoreOptions options) {
   PHI_RETURN_IF_ERROR(phg::ValidateSegmentSize(options.segment_size));
+  if (options.spare_files > kMaxSpareFiles) {
+    return Status::InvalidArgument("objects: spare_files above " + std::to_string(kMaxSpareFiles));
+  }
   std::unique_ptr<FsObjectStore> store(new FsObjectStore(root, env, options));
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->objects_dir_));
   PHI_RETURN_IF_ERROR(env.CreateDirs(store->tmp_dir_));
@@ -235,23 +240,108 @@ void FsObjectStore::MarkFanoutDurable(std::string_view id) {
   leaf_durable_.set(HexPrefixValue(id, 4));
 }
 
+Result<FsObjectStore::NewFile> FsObjectStore::CreateTmpFile() {
+  NewFile nf;
+  PHI_RETURN_IF_ERROR(env_.RandomBytes(nf.id));
+  SharePrefix(nf.id);
+  const std::string id = phg::IdToHex(nf.id);
+  // In flight before it exists: a CleanTmp running meanwhile leaves it alone.
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    in_flight_.insert(id);
+  }
+  Result<WritableFilePtr> file = env_.NewWritableFile(TmpPath(id));
+  if (!file.ok()) {
+    EndWrite(id);
+    return file.status();
+  }
+  nf.file = std::move(file).value();
+  return nf;
+}
+
+std::optional<FsObjectStore::NewFile> FsObjectStore::TakeSpare() {
+  if (options_.spare_files == 0) return std::nullopt;
+  std::lock_guard<std::mutex> lock(spare_mu_);
+  if (!spare_thread_.joinable() && !spare_stop_) {
+    try {
+      spare_thread_ = std::thread([this] { SpareLoop(); });
+    } catch (const std::system_error& e) {
+      spare_stop_ = true;  // callers create their own files
+      PHI_LOG(kWarning, "object store: no thread for spare files; creating files inline",
+              {{"error", log::Safe(e.what())}});
+    }
+  }
+  spare_cv_.notify_one();
+  if (spares_.empty()) return std::nullopt;
+  NewFile nf = std::move(spares_.front());
+  spares_.pop_front();
+  return nf;
+}
+
+void FsObjectStore::SpareLoop() {
+  std::unique_lock<std::mutex> lock(spare_mu_);
+  bool warned = false;
+  while (!spare_stop_) {
+    if (spares_.size() >= options_.spare_files) {
+      spare_cv_.wait(lock);
+      continue;
+    }
+    lock.unlock();
+    Status bg = BackgroundError();
+    Result<NewFile> nf = bg.ok() ? CreateTmpFile() : Result<NewFile>(bg);
+    lock.lock();
+    if (nf.ok()) {
+      spares_.push_back(std::move(nf).value());
+      warned = false;
+      continue;
+    }
+    // Callers meanwhile create their own files and see the error themselves.
+    if (!warned && bg.ok()) {
+      PHI_LOG(kWarning, "object store: could not create a spare file; retrying",
+              {{"status", nf.status()}});
+    }
+    warned = true;
+    spare_cv_.wait_for(lock, std::chrono::seconds(1));
+  }
+}
+
+FsObjectStore::~FsObjectStore() {
+  {
+    std::lock_guard<std::mutex> lock(spare_mu_);
+    spare_stop_ = true;
+  }
+  spare_cv_.notify_all();
+  if (spare_thread_.joinable()) spare_thread_.join();
+  for (NewFile& nf : spares_) {
+    const std::string id = phg::IdToHex(nf.id);
+    (void)nf.file->Close();
+    nf.file.reset();
+    (void)env_.RemoveFile(TmpPath(id));
+    EndWrite(id);
+  }
+}
+
+size_t FsObjectStore::SpareFilesForTest() {
+  std::lock_guard<std::mutex> lock(spare_mu_);
+  return spares_.size();
+}
+
 Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, crypto::AesGcm& aead) {
   PHI_RETURN_IF_ERROR(BackgroundError());
   phg::Header header;
   header.segment_size = options_.segment_size;
   header.study_key_id = study_key_id;
-  PHI_RETURN_IF_ERROR(env_.RandomBytes(header.object_id));
-  SharePrefix(header.object_id);
   // The nonce comes from OpenSSL's CSPRNG: its uniqueness under a study key
   // is what GCM's security rests on.
   PHI_RETURN_IF_ERROR(crypto::RandomBytes(header.base_nonce));
-  std::string id = phg::IdToHex(header.object_id);
-  PHI_ASSIGN_OR_RETURN(WritableFilePtr file, env_.NewWritableFile(TmpPath(id)));
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    in_flight_.insert(id);
+  std::optional<NewFile> nf = TakeSpare();
+  if (!nf.has_value()) {
+    PHI_ASSIGN_OR_RETURN(NewFile made, CreateTmpFile());
+    nf = std::move(made);
   }
-  auto writer = std::make_unique<FsObjectWriter>(*this, id, std::move(file));
+  header.object_id = nf->id;
+  auto writer =
+      std::make_unique<FsObjectWriter>(*this, phg::IdToHex(nf->id), std::move(nf->file));
   PHI_RETURN_IF_ERROR(writer->Init(header, aead));
   return ObjectWriterPtr(std::move(writer));
 }

@@ -1,6 +1,14 @@
 #include "libphi/services/storage_stack.h"
 
 namespace phi::services {
+namespace {
+
+// Object files created ahead by the object store (FsObjectStore "Spare
+// files"): one per association of a modality pushing over several, a few more
+// for bursts.
+constexpr uint32_t kSpareObjectFiles = 8;
+
+}  // namespace
 
 StorageStack::~StorageStack() = default;
 
@@ -19,7 +27,9 @@ Result<std::unique_ptr<StorageStack>> StorageStack::Open(const config::KeysConfi
   index::SqliteCatalog::Options copts;
   copts.audit_mac = s->AuditMac();
   PHI_ASSIGN_OR_RETURN(s->catalog_, index::SqliteCatalog::Open(storage.root, env, copts));
-  PHI_ASSIGN_OR_RETURN(s->objects_, objects::FsObjectStore::Open(storage.root, env));
+  objects::FsObjectStoreOptions oopts;
+  oopts.spare_files = kSpareObjectFiles;
+  PHI_ASSIGN_OR_RETURN(s->objects_, objects::FsObjectStore::Open(storage.root, env, oopts));
   PHI_RETURN_IF_ERROR(BootstrapDerivationSecret(*s->vault_, *s->catalog_));
   s->gate_ = std::make_unique<RemovalGate>(*s->objects_);
   s->keys_ = std::make_unique<StudyKeys>(*s->vault_, *s->catalog_);
