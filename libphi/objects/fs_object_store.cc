@@ -340,8 +340,7 @@ Result<ObjectWriterPtr> FsObjectStore::NewObject(const KeyId& study_key_id, cryp
     nf = std::move(made);
   }
   header.object_id = nf->id;
-  auto writer =
-      std::make_unique<FsObjectWriter>(*this, phg::IdToHex(nf->id), std::move(nf->file));
+  auto writer = std::make_unique<FsObjectWriter>(*this, phg::IdToHex(nf->id), std::move(nf->file));
   PHI_RETURN_IF_ERROR(writer->Init(header, aead));
   return ObjectWriterPtr(std::move(writer));
 }
