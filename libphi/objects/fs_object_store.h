@@ -20,12 +20,13 @@
 // tmp/<id>.tmp files created and open, and NewObject takes one instead of
 // creating its file on the caller's thread. Creating a file is the costly
 // step of a new object on some filesystems (ext4 without a journal scans past
-// recently deleted inodes: ~0.4 ms per create measured after erasures), and
-// it then happens while the caller receives its next object. Spares are
-// ordinary in-flight tmp files: CleanTmp skips them while the store is open,
-// the destructor removes them, and after a crash start-up removes them like
-// any orphan in tmp/. The thread starts with the first NewObject, so a store
-// that never writes (recovery, tools) leaves tmp/ as it found it.
+// recently deleted inodes: ~0.4 ms per create measured after a few hundred
+// deletions), and it then happens while the caller receives its next object.
+// Spares are ordinary in-flight tmp files: CleanTmp skips them while the
+// store is open, the destructor removes them, and after a crash start-up
+// removes them like any orphan in tmp/. The thread starts with the first
+// NewObject, so a store that never writes (recovery, tools) leaves tmp/ as it
+// found it.
 //
 // Sticky failure (LevelDB RecordBackgroundError): after any failed fsync,
 // rename or directory fsync, the store refuses new writes and Finish(),

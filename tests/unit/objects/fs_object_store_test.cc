@@ -411,12 +411,6 @@ bool WaitForSpares(FsObjectStore& store, size_t n) {
   return false;
 }
 
-std::set<std::string> NamesIn(const fs::path& dir) {
-  std::set<std::string> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.insert(e.path().filename().string());
-  return out;
-}
-
 TEST_F(FsObjectStoreTest, SpareFilesAreMadeAheadTakenByNewObjectsAndRemovedOnClose) {
   store_.reset();
   auto opened = FsObjectStore::Open(dir_.path(), env_, FsObjectStoreOptions{kSeg, 3});
@@ -431,13 +425,15 @@ TEST_F(FsObjectStoreTest, SpareFilesAreMadeAheadTakenByNewObjectsAndRemovedOnClo
   auto info = Put(first);
   ASSERT_TRUE(info.ok()) << info.status().ToString();
   ASSERT_TRUE(WaitForSpares(*store_, 3));
-  const std::set<std::string> spares = NamesIn(dir_.path() / "tmp");
+  const std::vector<std::string> spares = FilesUnder(dir_.path() / "tmp");
   ASSERT_EQ(spares.size(), 3u);
 
   // The next object is written into one of them.
   auto w = store_->NewObject(key_id_, *key_);
   ASSERT_TRUE(w.ok()) << w.status().ToString();
-  EXPECT_EQ(spares.count((*w)->object_id() + ".tmp"), 1u) << (*w)->object_id();
+  EXPECT_EQ(std::count(spares.begin(), spares.end(), store_->TmpPath((*w)->object_id()).string()),
+            1)
+      << (*w)->object_id();
   // Spares are in flight: CleanTmp leaves them and the live write alone.
   auto cleaned = store_->CleanTmp();
   ASSERT_TRUE(cleaned.ok()) << cleaned.status().ToString();
