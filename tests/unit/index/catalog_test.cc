@@ -126,7 +126,8 @@ TEST_F(CatalogTest, PragmasOnEveryConnectionAndFileMode) {
     std::string writer, reader;
   } wants[] = {{"journal_mode", "wal", "wal"}, {"synchronous", "2", "2"},
                {"secure_delete", "1", "1"},    {"foreign_keys", "1", "1"},
-               {"query_only", "0", "1"},       {"trusted_schema", "0", "0"}};
+               {"query_only", "0", "1"},       {"trusted_schema", "0", "0"},
+               {"temp_store", "2", "2"}};
   for (const Want& w : wants) {
     auto v = c->PragmaOnAllConnectionsForTest(w.pragma);
     ASSERT_TRUE(v.ok()) << v.status().ToString();
@@ -262,6 +263,34 @@ TEST_F(CatalogTest, QueuedClosuresShareOneCommitAndFailIndependently) {
   ASSERT_TRUE(rep.ok());
   EXPECT_TRUE(rep->ok);
   EXPECT_EQ(rep->count, 8);
+}
+
+// Catalog pages never leave the storage folder: SQLite's default spills a
+// savepoint's journal (the original of every page a closure changes) to a
+// temporary file in /var/tmp once it passes 64 KiB, and the writer runs each
+// closure in a savepoint. With temp_store = MEMORY no temporary file opens.
+TEST_F(CatalogTest, SavepointJournalsAndTempTablesStayInMemory) {
+  const char* vfs = index::testing::RegisterFaultVfs();
+  auto c = OpenCatalog({.vfs_for_test = vfs});
+  ASSERT_TRUE(c);
+  std::vector<int64_t> pks;
+  for (int n = 0; n < 150; ++n) pks.push_back(AddStudy(*c, n, 2020, "CT", 1, std::string(900, 'a')));
+  const long before = index::testing::TempFileOpens();
+  // One closure rewrites every study row: ~150 KiB of pages journaled in its savepoint.
+  Status s = c->Write([&](WriteTxn& t) -> Status {
+    for (size_t i = 0; i < pks.size(); ++i) {
+      StudyPhiUpdate u;
+      u.patient_id_token = Tok('P', static_cast<int>(i % 3));
+      u.accession_token = Tok('A', static_cast<int>(i));
+      u.study_year = 2021;
+      u.phi = "study-" + std::string(900, 'b');
+      PHI_RETURN_IF_ERROR(t.UpdateStudyPhi(pks[i], u));
+    }
+    return Status::Ok();
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(RawQueryInt(DbPath(), "SELECT count(*) FROM studies WHERE study_year = 2021"), 150);
+  EXPECT_EQ(index::testing::TempFileOpens(), before);
 }
 
 TEST_F(CatalogTest, CommitFailureFailsWholeBatchAndIsSticky) {

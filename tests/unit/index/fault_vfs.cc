@@ -10,6 +10,7 @@ namespace {
 
 std::atomic<bool> g_fail_sync{false};
 std::atomic<long> g_syncs{0};
+std::atomic<long> g_temp_opens{0};
 sqlite3_vfs* g_real = nullptr;
 sqlite3_vfs g_vfs;
 
@@ -78,6 +79,7 @@ const sqlite3_io_methods kMethods = {2,
 int Open(sqlite3_vfs*, sqlite3_filename name, sqlite3_file* f, int flags, int* out_flags) {
   FaultFile* ff = F(f);
   ff->base.pMethods = nullptr;
+  if (name == nullptr) g_temp_opens.fetch_add(1);  // a temporary file (SQLite names it)
   int rc = g_real->xOpen(g_real, name, ff->real(), flags, out_flags);
   if (rc == SQLITE_OK && ff->real()->pMethods != nullptr) ff->base.pMethods = &kMethods;
   return rc;
@@ -126,5 +128,6 @@ const char* RegisterFaultVfs() {
 
 void SetFailSync(bool fail) { g_fail_sync.store(fail); }
 long SyncCount() { return g_syncs.load(); }
+long TempFileOpens() { return g_temp_opens.load(); }
 
 }  // namespace phi::index::testing

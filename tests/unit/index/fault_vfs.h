@@ -1,5 +1,6 @@
 // A SQLite VFS shim over the default unix VFS that fails xSync on demand
-// (SQLITE_IOERR_FSYNC), so that tests can make a real COMMIT fail.
+// (SQLITE_IOERR_FSYNC), so that tests can make a real COMMIT fail, and counts
+// the syncs and temporary files that go through it.
 // Thread-safety: the fault switch is atomic; register once per process.
 #pragma once
 
@@ -11,5 +12,9 @@ const char* RegisterFaultVfs();
 void SetFailSync(bool fail);
 // Number of xSync calls that reached the real VFS (i.e. fsyncs).
 long SyncCount();
+// Number of files SQLite opened without a name: temporary files (spilled
+// statement journals, temporary tables, sorter runs), which the default VFS
+// puts in /var/tmp or $SQLITE_TMPDIR, outside the storage folder.
+long TempFileOpens();
 
 }  // namespace phi::index::testing
