@@ -55,7 +55,7 @@ class SqliteWriteTxn;
   X(transactions_failed) /* closures that returned an error or were in a failed batch */ \
   X(commits)             /* successful COMMITs (one fsync each) */                       \
   X(commit_failures)     /* failed batches (BEGIN/COMMIT/auto-rollback) */               \
-  X(checkpoints)         /* successful wal_checkpoint(TRUNCATE) */                       \
+  X(checkpoints)         /* successful checkpoints (PASSIVE or TRUNCATE) */              \
   X(wal_frames)          /* pages the writer's transactions wrote to the WAL */
 
 struct CatalogStats {
@@ -164,6 +164,7 @@ class SqliteCatalog final : public Catalog {
   void RunBatch(std::vector<Job*>& batch);
   void CheckpointerLoop();
   static int WalHook(void* self, sqlite3* db, const char* name, int pages);
+  void FinishCheckpoint();
   void RunRaw(Job* job);
   void SetSticky(const Status& s);
   // Queues job (or completes it at once with the refusal); the future is its result.
@@ -208,6 +209,10 @@ class SqliteCatalog final : public Catalog {
   std::condition_variable ckpt_cv_;  // guarded by ckpt_mu_: ckpt_wanted_ or ckpt_stop_
   bool ckpt_wanted_ = false;         // guarded by ckpt_mu_
   bool ckpt_stop_ = false;           // guarded by ckpt_mu_
+  int ckpt_asked_at_ = 0;            // writer thread only: WAL frames at the last wake-up
+  // Set by the checkpointer after a checkpoint that copied every frame it saw:
+  // the writer copies the frames committed meanwhile (FinishCheckpoint).
+  std::atomic<bool> ckpt_finish_{false};
 
   // Reader pool.
   std::mutex readers_mu_;

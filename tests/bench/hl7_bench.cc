@@ -347,8 +347,9 @@ int main(int argc, char** argv) {
     }
   }
   auto st = (*stack)->catalog().stats();
-  std::printf("catalog: %lu transactions in %lu commits (group commit)\n",
-              static_cast<unsigned long>(st.transactions), static_cast<unsigned long>(st.commits));
+  std::printf("catalog: %lu transactions in %lu commits (group commit), %lu checkpoints\n",
+              static_cast<unsigned long>(st.transactions), static_cast<unsigned long>(st.commits),
+              static_cast<unsigned long>(st.checkpoints));
   (*s_durable)->StopAccepting();
   (*s_echo)->StopAccepting();
   (*s_durable)->Drain(Clock::now() + std::chrono::seconds(2));
