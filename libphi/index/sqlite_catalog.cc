@@ -1094,7 +1094,7 @@ void SqliteCatalog::WriterLoop() {
       RunBatch(batch);  // an empty batch only clears pending flags
     }
     if (final_flush) return;
-    if (ckpt_finish_.exchange(false)) FinishCheckpoint();
+    if (ckpt_finish_.exchange(false) && health().ok()) (void)PassiveCheckpoint(*writer_db_);
   }
 }
 
@@ -1124,24 +1124,29 @@ int SqliteCatalog::WalHook(void* self, sqlite3*, const char*, int pages) {
   return SQLITE_OK;
 }
 
-// The background checkpointer copies the WAL up to the last frame it saw, but
-// SQLite restarts the WAL from the top only once every frame is in the
-// database, and under steady writes the batches committed during that copy
-// are always left: the WAL then grew without bound (400 MB in 10 s of the HL7
-// bench). Between batches, the writer copies those few frames itself (one
-// database fsync), so its next transaction restarts the WAL.
-void SqliteCatalog::FinishCheckpoint() {
-  if (!health().ok()) return;
+// One PASSIVE checkpoint on `db`: copies what no reader pins, never blocks
+// the writer. True when it copied every frame it saw.
+bool SqliteCatalog::PassiveCheckpoint(Db& db) {
   int log_pages = 0, done_pages = 0;
-  int rc = sqlite3_wal_checkpoint_v2(writer_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                     &log_pages, &done_pages);
+  int rc = sqlite3_wal_checkpoint_v2(db.raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages,
+                                     &done_pages);
   if (rc == SQLITE_OK) {
     stat_checkpoints_.fetch_add(1, std::memory_order_relaxed);
-  } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
+    return log_pages > 0 && done_pages == log_pages;
+  }
+  if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
     PHI_LOG(kWarning, "catalog checkpoint failed", {{"error", log::Safe(sqlite3_errstr(rc))}});
   }
+  return false;
 }
 
+// The checkpointer copies the WAL up to the last frame it saw, but SQLite
+// restarts the WAL from its start only once every frame is in the database,
+// and under steady writes the batches committed during that copy are always
+// left: the WAL then grew without bound (400 MB in 10 s of the HL7 bench).
+// So after a complete copy it asks the writer (ckpt_finish_) to copy those
+// few frames itself between two batches (one database fsync); the writer's
+// next transaction then restarts the WAL.
 void SqliteCatalog::CheckpointerLoop() {
   for (;;) {
     {
@@ -1150,18 +1155,7 @@ void SqliteCatalog::CheckpointerLoop() {
       if (ckpt_stop_) return;
       ckpt_wanted_ = false;
     }
-    // PASSIVE: copies what no reader pins, never blocks the writer; the
-    // writer restarts the WAL from the top once a checkpoint completed.
-    int log_pages = 0, done_pages = 0;
-    int rc = sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                       &log_pages, &done_pages);
-    if (rc == SQLITE_OK) {
-      stat_checkpoints_.fetch_add(1, std::memory_order_relaxed);
-      if (log_pages > 0 && done_pages == log_pages) ckpt_finish_.store(true);
-    } else if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED) {
-      PHI_LOG(kWarning, "catalog background checkpoint failed",
-              {{"error", log::Safe(sqlite3_errstr(rc))}});
-    }
+    if (PassiveCheckpoint(*checkpoint_db_)) ckpt_finish_.store(true);
   }
 }
 

@@ -164,7 +164,7 @@ class SqliteCatalog final : public Catalog {
   void RunBatch(std::vector<Job*>& batch);
   void CheckpointerLoop();
   static int WalHook(void* self, sqlite3* db, const char* name, int pages);
-  void FinishCheckpoint();
+  bool PassiveCheckpoint(Db& db);
   void RunRaw(Job* job);
   void SetSticky(const Status& s);
   // Queues job (or completes it at once with the refusal); the future is its result.
@@ -211,7 +211,7 @@ class SqliteCatalog final : public Catalog {
   bool ckpt_stop_ = false;           // guarded by ckpt_mu_
   int ckpt_asked_at_ = 0;            // writer thread only: WAL frames at the last wake-up
   // Set by the checkpointer after a checkpoint that copied every frame it saw:
-  // the writer copies the frames committed meanwhile (FinishCheckpoint).
+  // the writer copies the frames committed meanwhile (see CheckpointerLoop).
   std::atomic<bool> ckpt_finish_{false};
 
   // Reader pool.
